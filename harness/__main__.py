@@ -1,0 +1,132 @@
+"""Command line: `python -m harness {run,list,env}`; each command is a `cmd_<name>` function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, NoReturn
+
+from harness import HarnessError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as ONE line `error: ...` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", default="data-parallel")
+    p.add_argument("--strategy", default="serial")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--model", default="tiny", help="tiny | small | large | widths like 64-32-10")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--microbatches", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--train-samples", type=int, default=4096)
+    p.add_argument("--test-samples", type=int, default=1024)
+    p.add_argument("--start-method", default="forkserver", help="fork | forkserver | spawn (processes)")
+    p.add_argument("--data", default=None, help="a `data make` folder, or idx:PATH (loader)")
+    p.add_argument("--policy", default="lock", help="lock | striped | hogwild (async-sgd)")
+    p.add_argument("--updates", type=int, default=100, help="updates per worker (async-sgd)")
+    p.add_argument("--stripes", type=int, default=None, help="equal slices (async-sgd striped)")
+    p.add_argument("--probe", action="store_true", help="exact lost-update probe (async-sgd)")
+    p.add_argument("--augment", default="numpy", help="numpy | python (loader)")
+    p.add_argument("--order", default="ordered", help="ordered | unordered (loader)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (loader)")
+    p.add_argument("--prefetch", type=int, default=2, help="batches in flight per worker (loader)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from harness.config import RunConfig
+    fields = RunConfig.__dataclass_fields__
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import execute, summary_line
+    result = execute(config_from_args(args))
+    print(json.dumps(result, indent=2) if args.json else summary_line(result))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.workloads import DESCRIPTIONS, _load_all
+    from strategies import REGISTRY
+    _load_all()
+    rows = {"workloads": [{"name": n, "description": d} for n, d in sorted(DESCRIPTIONS.items())],
+            "strategies": [strategy_row(cls) for _, cls in sorted(REGISTRY.items())]}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("workloads:")
+    for w in rows["workloads"]:
+        print(f"  {w['name']:<15} {w['description']}")
+    print("strategies:")
+    for s in rows["strategies"]:
+        state = "available" if s["available"] else f"UNAVAILABLE: {s['reason']}"
+        print(f"  {s['name']:<10} {state:<12} {s['description']}")
+    return 0
+
+
+def strategy_row(cls: Any) -> dict[str, Any]:
+    ok, reason = cls.available()
+    return {"name": cls.name, "available": ok, "reason": reason, "description": cls.description,
+            "uses_processes": cls.uses_processes, "bitwise_deterministic": cls.bitwise_deterministic}
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from harness.envinfo import environment
+    env = environment()
+    if args.json:
+        print(json.dumps(env, indent=2))
+        return 0
+    interp, cpu, blas = env["interpreter"], env["cpu"], env["numpy"]["blas"]
+    print(f"interpreter: {interp['name']} {interp['version']} gil_enabled={interp['gil_enabled']} "
+          f"({interp['executable']})")
+    print(f"numpy: {env['numpy']['version']}  BLAS: {blas['library']} {blas['version']} "
+          f"threads={blas['threads']}")
+    print(f"cpu: {cpu['model']}  logical={cpu['logical']} physical={cpu['physical']} usable={cpu['usable']}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "run": (cmd_run, "run one workload under one strategy and print its result"),
+    "list": (cmd_list, "list workloads and strategies, with availability"),
+    "env": (cmd_env, "describe the interpreter, NumPy/BLAS and CPU"),
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == "run":
+            add_run_arguments(p)
+        else:
+            p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Run configuration: one frozen, validated dataclass shared by every workload and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from harness import HarnessError
+
+MODEL_PRESETS: dict[str, tuple[int, ...]] = {
+    "tiny": (64, 32, 10),  # Python overhead dominates: many small NumPy calls
+    "small": (256, 128, 10),
+    "large": (784, 1024, 10),  # BLAS dominates: one matmul is most of the time
+}
+START_METHODS = ("fork", "forkserver", "spawn")
+POLICIES = ("lock", "striped", "hogwild")
+AUGMENTS = ("numpy", "python")
+ORDERS = ("ordered", "unordered")
+
+
+def parse_widths(model: str) -> tuple[int, ...]:
+    """A preset name or explicit widths such as `64-32-10` (input-hidden...-classes)."""
+    if model in MODEL_PRESETS:
+        return MODEL_PRESETS[model]
+    try:
+        widths = tuple(int(w) for w in model.split("-"))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1 or widths[-1] < 2:
+        raise HarnessError(
+            f"model={model!r} is not a preset ({', '.join(MODEL_PRESETS)}) nor widths like "
+            "'64-32-10' (at least input and classes, every width >= 1, classes >= 2)")
+    return widths
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise HarnessError(message)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, f"{name}={value!r} is not one of: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything that defines one run; two equal configs give bitwise-equal training."""
+
+    workload: str = "data-parallel"
+    strategy: str = "serial"
+    workers: int = 1
+    model: str = "tiny"
+    steps: int = 50
+    seed: int = 0
+    batch: int = 256
+    microbatches: int = 16
+    lr: float = 0.1
+    momentum: float = 0.9
+    train_samples: int = 4096
+    test_samples: int = 1024
+    start_method: str = "forkserver"
+    data: str | None = None
+    # async-sgd
+    policy: str = "lock"
+    updates: int = 100
+    stripes: int | None = None
+    probe: bool = False
+    # loader
+    augment: str = "numpy"
+    order: str = "ordered"
+    epochs: int = 1
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "steps", "batch", "microbatches", "updates", "epochs", "prefetch"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
+        _require(self.batch % self.microbatches == 0,
+                 f"microbatches={self.microbatches} must divide batch={self.batch} "
+                 f"(divisors of {self.batch}: {', '.join(map(str, divisors(self.batch)))})")
+        _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+        _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _require(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
+        _require(self.train_samples >= self.batch,
+                 f"train_samples={self.train_samples} must be >= batch={self.batch}")
+        _require(self.test_samples >= 1, f"test_samples={self.test_samples} must be >= 1")
+        _require(self.stripes is None or self.stripes >= 1, f"stripes={self.stripes} must be >= 1")
+        _choice("start_method", self.start_method, START_METHODS)
+        _choice("policy", self.policy, POLICIES)
+        _choice("augment", self.augment, AUGMENTS)
+        _choice("order", self.order, ORDERS)
+        parse_widths(self.model)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return parse_widths(self.model)
+
+    @property
+    def microbatch_size(self) -> int:
+        return self.batch // self.microbatches
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

@@ -1,0 +1,44 @@
+"""asyncio offload: an event loop that hands each task to a thread pool (run_in_executor).
+
+This is how an asyncio service would run CPU work without blocking its loop; it costs the
+loop's scheduling on top of the threads strategy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+from strategies.base import Strategy, concatenated, register, run_slice, split_evenly
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@register
+class AsyncioOffload(Strategy):
+    name = "asyncio"
+    description = "event loop offloading tasks with run_in_executor to a thread pool"
+
+    def __init__(self, workers: int = 1, **kwargs: object) -> None:
+        super().__init__(workers, **kwargs)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ft-harness-aio")
+        self._loop = asyncio.new_event_loop()
+
+    async def _gather(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
+        futures = [self._loop.run_in_executor(self._pool, run_slice, fn, part)
+                   for part in split_evenly(tasks, self.workers)]
+        try:
+            return concatenated(await asyncio.gather(*futures))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+    def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
+        return self._loop.run_until_complete(self._gather(fn, tasks))
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._loop.close()
