@@ -1,0 +1,89 @@
+"""nox sessions. Interpreters come from harness.toolchain, which builds them when missing.
+
+    nox -s tests      the test suite on every configuration (cp313, cp313t, cp313t-gil, others on PATH)
+    nox -s compare    a small data-parallel comparison across strategies and configurations
+
+Each configuration gets its own virtual environment under .nox/, reused while pyproject.toml
+and the interpreter are unchanged. nox's own venv handling is not used because cp313t and
+cp313t-gil are ONE executable run with different PYTHON_GIL values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from harness import toolchain  # noqa: E402  (standard library only)
+from harness.table import render_comparison  # noqa: E402  (standard library only)
+
+nox.options.sessions = ["tests"]
+COMPARE_STRATEGIES = ("serial", "threads", "processes", "asyncio", "blas")
+COMPARE_WORKERS = (1, 2)
+
+
+def _configurations() -> list[toolchain.Interpreter]:
+    try:
+        found = toolchain.interpreters(build=True)
+    except toolchain.ToolchainError as exc:
+        sys.exit(f"error: {exc}")
+    return found + toolchain.other_pythons(found)
+
+
+CONFIGS = {interp.name: interp for interp in _configurations()}
+MAIN_CONFIGS = [name for name in CONFIGS if name in toolchain.CONFIG_NAMES]
+
+
+def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str = "test") -> str:
+    """The configuration's venv python, created (or recreated when stale) with the project in it."""
+    venv = ROOT / ".nox" / f"venv-{interp.name}"
+    stamp = venv / ".ft-harness-stamp"
+    wanted = hashlib.sha256(
+        f"{interp.executable}|{extras}|{(ROOT / 'pyproject.toml').read_text()}".encode()).hexdigest()
+    python = str(venv / "bin" / "python")
+    if stamp.exists() and stamp.read_text() == wanted:
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run(interp.executable, "-m", "venv", str(venv), external=True, env=interp.env)
+    session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy",
+                "-e", f"{ROOT}[{extras}]", external=True, env=interp.env)
+    stamp.write_text(wanted)
+    return python
+
+
+def config_env(interp: toolchain.Interpreter) -> dict[str, str]:
+    return {**interp.env, "FT_HARNESS_CONFIG": interp.name}
+
+
+@nox.session(python=False)
+@nox.parametrize("config", [nox.param(name, id=name) for name in CONFIGS])
+def tests(session: nox.Session, config: str) -> None:
+    """pytest (with xdist) on one interpreter configuration."""
+    interp = CONFIGS[config]
+    python = venv_python(session, interp)
+    session.run(python, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs,
+                external=True, env=config_env(interp))
+
+
+@nox.session(python=False)
+def compare(session: nox.Session) -> None:
+    """Data-parallel training, every strategy at 1 and 2 workers, on each configuration."""
+    results = []
+    for name in MAIN_CONFIGS:
+        interp = CONFIGS[name]
+        python = venv_python(session, interp)
+        for strategy in COMPARE_STRATEGIES:
+            for workers in COMPARE_WORKERS:
+                out = session.run(python, "-m", "harness", "run", "--strategy", strategy,
+                                  "--workers", str(workers), "--model", "tiny", "--steps", "300",
+                                  "--json", *session.posargs, external=True, silent=True,
+                                  env=config_env(interp))
+                results.append(json.loads(out))
+    print(render_comparison(results))
