@@ -74,8 +74,8 @@ class Interpreter:
     env: dict[str, str] = field(default_factory=dict)
 
     def environ(self) -> dict[str, str]:
-        """The current environment with this configuration's variables applied."""
-        return {**os.environ, **self.env}
+        """The current environment (minus any inherited PYTHON_GIL) with this configuration's."""
+        return {**clean_environ(), **self.env}
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,17 @@ def probe(executable: str, env: dict[str, str] | None = None) -> dict | None:
     try:
         out = subprocess.run(
             [executable, "-s", "-c", PROBE], capture_output=True, text=True, timeout=60,
-            env={**os.environ, **(env or {})}, check=True,
+            env={**clean_environ(), **(env or {})}, check=True,
         ).stdout
         info = json.loads(out.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
     return info if info.get("implementation") == "cpython" else None
+
+
+def clean_environ() -> dict[str, str]:
+    """os.environ without PYTHON_GIL: a default build refuses to start when it says 0."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
 
 
 def comparable_flags(config_args: str) -> list[str]:

@@ -1,0 +1,20 @@
+"""Shared test set-up: the Hypothesis profile for threaded code and a shared-memory leak probe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+# Worker pools make timings noisy: no deadlines; fixtures shared across examples are deliberate.
+settings.register_profile("threading", deadline=None, max_examples=25,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                 HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "threading"))
+
+
+def our_segments() -> set[str]:
+    """Shared-memory segments created by this process's strategies (name prefix fth_<pid>_)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob(f"fth_{os.getpid()}_*")} if shm.exists() else set()
