@@ -51,15 +51,17 @@ def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str
     if stamp.exists() and stamp.read_text() == wanted:
         return python
     shutil.rmtree(venv, ignore_errors=True)
-    session.run(interp.executable, "-m", "venv", str(venv), external=True, env=interp.env)
+    session.run(interp.executable, "-m", "venv", str(venv), external=True, env=config_env(interp))
     session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy",
-                "-e", f"{ROOT}[{extras}]", external=True, env=interp.env)
+                "-e", f"{ROOT}[{extras}]", external=True, env=config_env(interp))
     stamp.write_text(wanted)
     return python
 
 
 def config_env(interp: toolchain.Interpreter) -> dict[str, str]:
-    return {**interp.env, "FT_HARNESS_CONFIG": interp.name}
+    """The configuration's variables; an empty PYTHON_GIL cancels one inherited from the shell
+    (CPython ignores empty values, and a default build refuses to start on PYTHON_GIL=0)."""
+    return {"PYTHON_GIL": "", **interp.env, "FT_HARNESS_CONFIG": interp.name}
 
 
 @nox.session(python=False)
