@@ -19,35 +19,36 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", default="data-parallel")
-    p.add_argument("--strategy", default="serial")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--model", default="tiny", help="tiny | small | large | widths like 64-32-10")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--microbatches", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--train-samples", type=int, default=4096)
-    p.add_argument("--test-samples", type=int, default=1024)
-    p.add_argument("--start-method", default="forkserver", help="fork | forkserver | spawn (processes)")
-    p.add_argument("--data", default=None, help="a `data make` folder, or idx:PATH (loader)")
-    p.add_argument("--policy", default="lock", help="lock | striped | hogwild (async-sgd)")
-    p.add_argument("--updates", type=int, default=100, help="updates per worker (async-sgd)")
-    p.add_argument("--stripes", type=int, default=None, help="equal slices (async-sgd striped)")
+    """Options of `run`; an option not given takes RunConfig's default (one source of defaults)."""
+    p.add_argument("--workload")
+    p.add_argument("--strategy")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--model", help="tiny | small | large | widths like 64-32-10")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--microbatches", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--train-samples", type=int)
+    p.add_argument("--test-samples", type=int)
+    p.add_argument("--start-method", help="fork | forkserver | spawn (processes)")
+    p.add_argument("--data", help="a `data make` folder, or idx:PATH (loader)")
+    p.add_argument("--policy", help="lock | striped | hogwild (async-sgd)")
+    p.add_argument("--updates", type=int, help="updates per worker (async-sgd)")
+    p.add_argument("--stripes", type=int, help="equal slices (async-sgd striped)")
     p.add_argument("--probe", action="store_true", help="exact lost-update probe (async-sgd)")
-    p.add_argument("--augment", default="numpy", help="numpy | python (loader)")
-    p.add_argument("--order", default="ordered", help="ordered | unordered (loader)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs (loader)")
-    p.add_argument("--prefetch", type=int, default=2, help="batches in flight per worker (loader)")
+    p.add_argument("--augment", help="numpy | python (loader)")
+    p.add_argument("--order", help="ordered | unordered (loader)")
+    p.add_argument("--epochs", type=int, help="epochs (loader)")
+    p.add_argument("--prefetch", type=int, help="batches in flight per worker (loader)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from harness.config import RunConfig
     fields = RunConfig.__dataclass_fields__
-    return RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
 
 
 def cmd_run(args: argparse.Namespace) -> int:

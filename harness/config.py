@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from harness import HarnessError
+from harness.model import MLP
 
 MODEL_PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (64, 32, 10),  # Python overhead dominates: many small NumPy calls
@@ -51,11 +52,11 @@ class RunConfig:
     model: str = "tiny"
     steps: int = 50
     seed: int = 0
-    batch: int = 256
+    batch: int = 1024  # 16 microbatches of 64: see README on why not smaller
     microbatches: int = 16
     lr: float = 0.1
     momentum: float = 0.9
-    train_samples: int = 4096
+    train_samples: int = 8192
     test_samples: int = 1024
     start_method: str = "forkserver"
     data: str | None = None
@@ -89,10 +90,17 @@ class RunConfig:
         _choice("augment", self.augment, AUGMENTS)
         _choice("order", self.order, ORDERS)
         parse_widths(self.model)
+        _require(self.stripes is None or self.stripes <= self.parameters,
+                 f"stripes={self.stripes} is more than the {self.parameters} parameters of model={self.model!r}")
 
     @property
     def widths(self) -> tuple[int, ...]:
         return parse_widths(self.model)
+
+    @property
+    def parameters(self) -> int:
+        """How many parameters the model has (a stripe holds at least one)."""
+        return MLP(self.widths).size
 
     @property
     def microbatch_size(self) -> int:

@@ -28,7 +28,7 @@ def test_run_json_has_the_documented_fields() -> None:
     assert result["interpreter"]["py_gil_disabled"] in (True, False)
     assert {"version", "gil_enabled", "name"} <= result["interpreter"].keys()
     assert result["blas"]["threads"] == 1 and result["blas"]["library"]
-    assert result["samples"] == 60 * 256
+    assert result["samples"] == 60 * 1024
     assert result["final_loss"] < result["initial_loss"]
     assert result["accuracy"] > 0.3  # 10 classes: chance is about 0.1
 
@@ -43,7 +43,7 @@ def test_run_without_json_prints_a_summary() -> None:
     (["--workload", "rl"], "unknown workload 'rl'; known:"),
     (["--workers", "0"], "workers=0 must be an integer >= 1"),
     (["--steps", "0"], "steps=0 must be an integer >= 1"),
-    (["--microbatches", "7"], "microbatches=7 must divide batch=256"),
+    (["--microbatches", "7"], "microbatches=7 must divide batch=1024"),
     (["--model", "huge"], "model='huge' is not a preset"),
     (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
     (["--start-method", "vfork"], "start_method='vfork' is not one of"),
