@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
-from strategies.base import Strategy, concatenated, register, run_slice, split_evenly
-
-T = TypeVar("T")
-R = TypeVar("R")
+from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
 
 
 @register

@@ -16,16 +16,13 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from harness import HarnessError
-from strategies.base import Strategy, concatenated, register, run_slice, split_evenly
-
-T = TypeVar("T")
-R = TypeVar("R")
+from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
 
 SEGMENT_PREFIX = "fth_"  # every segment we create starts with this, so tests can look for leaks
 LOCK_BANK_SIZE = 64

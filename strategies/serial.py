@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
-from strategies.base import Strategy, register
-
-T = TypeVar("T")
-R = TypeVar("R")
+from strategies.base import R, T, Strategy, register
 
 
 @register

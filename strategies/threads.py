@@ -12,12 +12,9 @@ and handing every slice to the pool paid that twice per call.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
-from strategies.base import Strategy, concatenated, register, run_slice, split_evenly
-
-T = TypeVar("T")
-R = TypeVar("R")
+from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
 
 
 @register
