@@ -25,8 +25,7 @@ from harness import toolchain  # noqa: E402  (standard library only)
 from harness.table import render_comparison  # noqa: E402  (standard library only)
 
 nox.options.sessions = ["tests"]
-COMPARE_STRATEGIES = ("serial", "threads", "processes", "asyncio", "blas")
-COMPARE_WORKERS = (1, 2)
+COMPARE_CELLS = [("serial", 1)] + [(s, w) for s in ("threads", "processes", "asyncio", "blas") for w in (1, 2)]
 
 
 def _configurations() -> list[toolchain.Interpreter]:
@@ -81,11 +80,10 @@ def compare(session: nox.Session) -> None:
     for name in MAIN_CONFIGS:
         interp = CONFIGS[name]
         python = venv_python(session, interp)
-        for strategy in COMPARE_STRATEGIES:
-            for workers in COMPARE_WORKERS:
-                out = session.run(python, "-m", "harness", "run", "--strategy", strategy,
-                                  "--workers", str(workers), "--model", "tiny", "--steps", "300",
-                                  "--json", *session.posargs, external=True, silent=True,
-                                  env=config_env(interp))
-                results.append(json.loads(out))
+        for strategy, workers in COMPARE_CELLS:
+            out = session.run(python, "-m", "harness", "run", "--strategy", strategy,
+                              "--workers", str(workers), "--model", "tiny", "--steps", "300",
+                              "--json", *session.posargs, external=True, silent=True,
+                              env=config_env(interp))
+            results.append(json.loads(out))
     print(render_comparison(results))

@@ -77,6 +77,12 @@ class Strategy(ABC):
         """A zeroed array that every worker reads and writes in place."""
         return np.zeros(shape, dtype=dtype)
 
+    def publish_rows(self, array: np.ndarray) -> None:
+        """After `map(fn, tasks)` where the task at position i wrote row i of `array` (made by
+        `shared_array`), make every row visible to the caller. Nothing to do where workers write
+        the caller's memory (threads, shared-memory processes); a strategy whose workers own
+        separate memory (e.g. MPI ranks on several hosts) gathers the rows here."""
+
     def lock(self) -> Any:
         """A lock honoured by every worker of this strategy."""
         return threading.Lock()
