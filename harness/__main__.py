@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -117,8 +118,17 @@ def build_parser() -> Parser:
     return parser
 
 
+def interrupt_on_termination() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so pools are shut down and shared memory unlinked."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_on_termination()
     try:
         return COMMANDS[args.command][0](args)
     except HarnessError as exc:

@@ -12,9 +12,11 @@ import itertools
 import multiprocessing
 import os
 import sys
+import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import resource_tracker
+from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Callable, Sequence
 
@@ -92,7 +94,24 @@ class ProcessLock:
         self.release()
 
 
+def _exit_with_parent() -> None:
+    """A worker must not outlive the run that started it, even one killed with SIGKILL.
+
+    `parent_process()` is the process that asked for this worker (also under forkserver, where
+    the OS parent is the fork server); its sentinel becomes ready when that process dies.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(target=_exit_when_ready, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_when_ready(sentinel: int) -> None:
+    wait([sentinel])
+    os._exit(1)
+
+
 def _init_worker(token: str, locks: list[Any]) -> None:
+    _exit_with_parent()
     _LOCK_BANKS[token] = locks
     threadpool_limits(limits=1, user_api="blas")  # same pinning as the parent
 
