@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {run,list,env}`; each command is a `cmd_<name>` function."""
+"""Command line: `python -m harness {run,list,env,data}`; each command is a `cmd_<name>` function."""
 
 from __future__ import annotations
 
@@ -59,6 +59,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """`data make` writes a sample set to disk (atomically); `data check` verifies every shard."""
+    actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    make = actions.add_parser("make", help="write a learnable synthetic image set as shards")
+    make.add_argument("--dir", required=True)
+    make.add_argument("--samples", type=int, required=True)
+    make.add_argument("--shape", default="28x28", help="HxW (default 28x28)")
+    make.add_argument("--classes", type=int, default=10)
+    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--shard-size", type=int, default=1024, help="samples per shard (default 1024)")
+    check = actions.add_parser("check", help="verify the manifest and every shard's size and sha256")
+    check.add_argument("--dir", required=True)
+    for action in (make, check):
+        action.add_argument("--json", action="store_true")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from harness.shards import data_command
+    summary = data_command(args)
+    print(json.dumps(summary, indent=2) if args.json else summary["message"])
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.workloads import DESCRIPTIONS, _load_all
     from strategies import REGISTRY
@@ -103,6 +126,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run one workload under one strategy and print its result"),
     "list": (cmd_list, "list workloads and strategies, with availability"),
     "env": (cmd_env, "describe the interpreter, NumPy/BLAS and CPU"),
+    "data": (cmd_data, "make or check an on-disk sample set (shards + manifest) for --data"),
 }
 
 
@@ -113,6 +137,8 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=help_text)
         if name == "run":
             add_run_arguments(p)
+        elif name == "data":
+            add_data_arguments(p)
         else:
             p.add_argument("--json", action="store_true")
     return parser

@@ -1,13 +1,14 @@
 """asyncio offload: an event loop that hands each task to a thread pool (run_in_executor).
 
 This is how an asyncio service would run CPU work without blocking its loop; it costs the
-loop's scheduling on top of the threads strategy.
+loop's scheduling on top of the threads strategy. A streamed task (`submit`) goes straight to the
+same executor, which is what run_in_executor does underneath: nothing awaits it, so no loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
@@ -35,6 +36,9 @@ class AsyncioOffload(Strategy):
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         return self._loop.run_until_complete(self._gather(fn, tasks))
+
+    def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
+        return self._pool.submit(fn, task)
 
     def _close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

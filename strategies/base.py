@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
@@ -66,12 +67,35 @@ class Strategy(ABC):
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> list[R]:
         """fn over tasks, results in task order; a task's exception is re-raised here."""
-        if self._closed:
-            raise HarnessError(f"strategy {self.name!r} is closed; create a new one")
+        self._require_open()
         return self._map(fn, list(tasks))
 
     @abstractmethod
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]: ...
+
+    def submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
+        """Start fn(task) on a worker and return its Future at once (the streaming primitive).
+
+        `map` waits for a whole list; a pipeline that keeps a bounded number of tasks ahead of its
+        consumer, or delivers the first one ready, needs one task at a time. The default runs the
+        task now, in the caller, and returns a finished Future, so a strategy without a pool
+        (serial, blas) streams too; pools override `_submit`. The result's `exception()` holds a
+        task's exception, re-raised by `result()`.
+        """
+        self._require_open()
+        return self._submit(fn, task)
+
+    def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
+        future: Future[R] = Future()
+        try:
+            future.set_result(self._map(fn, [task])[0])
+        except Exception as exc:  # a task's error belongs to its Future, as in a pool
+            future.set_exception(exc)
+        return future
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise HarnessError(f"strategy {self.name!r} is closed; create a new one")
 
     def shared_array(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
         """A zeroed array that every worker reads and writes in place."""

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
@@ -144,6 +144,9 @@ class Processes(Strategy):
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         slices = split_evenly(tasks, self.workers)
         return concatenated(self._pool.map(run_slice, [fn] * len(slices), slices))
+
+    def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
+        return self._pool.submit(fn, task)
 
     def shared_array(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)

@@ -6,12 +6,14 @@ the interpreter's business, and each result records which configuration it ran o
 The calling thread works too ("caller runs"): it takes the first slice of tasks itself while
 `workers - 1` pool threads take the others, so `workers` threads compute and the caller never sits
 idle waiting. On small VMs a thread wake-up costs 50-150 µs, as much as a tiny model's microbatch,
-and handing every slice to the pool paid that twice per call.
+and handing every slice to the pool paid that twice per call. `submit` (streaming, for pipelines)
+hands every task to the pool, as the caller is then the pipeline's consumer: the pool holds
+`workers` threads, of which `map` uses `workers - 1`.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
@@ -24,7 +26,8 @@ class Threads(Strategy):
 
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers - 1), thread_name_prefix="ft-harness")
+        # A pool thread starts only when a task finds none idle, so map still starts workers - 1.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ft-harness")
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         if not tasks:
@@ -36,6 +39,9 @@ class Threads(Strategy):
         finally:
             wait(futures)  # never return (or raise) while pool threads still run our tasks
         return concatenated([mine, *(f.result() for f in futures)])
+
+    def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
+        return self._pool.submit(fn, task)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "caller_runs": True}

@@ -8,15 +8,17 @@ bitwise identical for every strategy and every worker count on one interpreter.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from harness.config import RunConfig
 from harness.data import Dataset, synthetic
+from harness.loader import TrainingFeed, training_feed
 from harness.model import MLP, params_digest
 from harness.seeding import rng_for
 from harness.workloads import workload
@@ -75,24 +77,67 @@ def load_dataset(config: RunConfig, model: MLP) -> Dataset:
                      config.test_samples, config.seed)
 
 
+@dataclass
+class StepSource:
+    """Where each step's microbatches come from: rows of x and y (shared arrays), one list of
+    microbatches per step, and the held-out data; `feed` is set when batches come from --data."""
+
+    x: np.ndarray
+    y: np.ndarray
+    steps: Iterator[list[Microbatch]]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    feed: TrainingFeed | None = None
+
+
+def in_memory(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+    """The synthetic set, all of it in shared memory; a step names rows of it."""
+    data = load_dataset(config, model)
+    steps = (step_microbatches(config, step, len(data.y_train)) for step in itertools.count())
+    return StepSource(to_shared(strategy, data.x_train), to_shared(strategy, data.y_train), steps,
+                      data.x_test, data.y_test)
+
+
+def from_loader(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+    """Batches from the data pipeline (prefetched on the same strategy), each copied into one
+    shared batch buffer; the microbatches are fixed slices of that buffer."""
+    feed = training_feed(config, strategy, model.widths)
+    x = strategy.shared_array((config.batch, model.widths[0]))
+    y = strategy.shared_array(config.batch, np.int64)
+    size = config.microbatch_size
+    rows = [Microbatch(m, np.arange(m * size, (m + 1) * size)) for m in range(config.microbatches)]
+    return StepSource(x, y, _fill_each_step(feed, x, y, rows), feed.x_test, feed.y_test, feed)
+
+
+def _fill_each_step(feed: TrainingFeed, x: np.ndarray, y: np.ndarray,
+                    rows: list[Microbatch]) -> Iterator[list[Microbatch]]:
+    while True:  # map() has returned before the next step overwrites the buffer
+        batch = feed.next()
+        x[...], y[...] = batch.x, batch.y
+        yield rows
+
+
 @workload("data-parallel", "SGD with a fixed set of microbatches per step, reduced in order")
 def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     model = MLP(config.widths)
-    data = load_dataset(config, model)
+    source = (from_loader if config.data else in_memory)(config, strategy, model)
     params = to_shared(strategy, model.init(config.seed))
     grads = strategy.shared_array((config.microbatches, model.size))
-    task = partial(microbatch_grad, model=model, params=params, grads=grads,
-                   x=to_shared(strategy, data.x_train), y=to_shared(strategy, data.y_train))
+    task = partial(microbatch_grad, model=model, params=params, grads=grads, x=source.x, y=source.y)
     velocity = np.zeros(model.size)
     losses: list[float] = []
 
     start = time.perf_counter()
-    for step in range(config.steps):
-        batch_losses = strategy.map(task, step_microbatches(config, step, len(data.y_train)))
-        strategy.publish_rows(grads)  # a no-op where workers share memory with us
-        losses.append(sum(batch_losses) / config.batch)  # Python floats, summed in task order
-        velocity = config.momentum * velocity + sum_in_order(grads) / config.batch
-        params -= config.lr * velocity
+    try:
+        for _, microbatches in zip(range(config.steps), source.steps):
+            batch_losses = strategy.map(task, microbatches)
+            strategy.publish_rows(grads)  # a no-op where workers share memory with us
+            losses.append(sum(batch_losses) / config.batch)  # Python floats, summed in task order
+            velocity = config.momentum * velocity + sum_in_order(grads) / config.batch
+            params -= config.lr * velocity
+    finally:
+        if source.feed is not None:
+            source.feed.close()  # stop the prefetch, also when a step fails
     wall = time.perf_counter() - start
 
     samples = config.steps * config.batch
@@ -100,7 +145,8 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
         "steps": config.steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
         "batch": config.batch, "microbatches": config.microbatches, "model": list(model.widths),
         "parameters": model.size, "initial_loss": losses[0], "final_loss": losses[-1],
-        "test_loss": model.mean_loss(params, data.x_test, data.y_test),
-        "accuracy": model.accuracy(params, data.x_test, data.y_test),
+        "test_loss": model.mean_loss(params, source.x_test, source.y_test),
+        "accuracy": model.accuracy(params, source.x_test, source.y_test),
         "params_sha256": params_digest(params),
+        **({"stall_fraction": source.feed.stall_s / wall} if source.feed is not None else {}),
     }

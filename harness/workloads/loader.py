@@ -1,0 +1,85 @@
+"""The loader workload: the data pipeline alone, from disk to collated batches, with no training.
+
+Reads like a consumer loop: open the set, stream its batches through the strategy, hash each
+one, and report throughput, first-batch latency, peak memory and a digest of what was delivered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import closing
+from typing import Any
+
+import psutil
+
+from harness.config import RunConfig
+from harness.loader import LoadBatch, PipelineStats, batches_digest, epoch_tasks, open_source, stream
+from harness.workloads import workload
+from strategies.base import Strategy
+
+RSS_PERIOD_S = 0.05
+
+
+class PeakRss:
+    """Samples the resident memory of this process and its children (process workers) in a
+    background thread; `peak_mb` is the largest sum seen. ru_maxrss would miss living children."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ft-harness-rss", daemon=True)
+
+    def sample(self) -> None:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass  # a child that exited between listing and reading
+        self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_PERIOD_S):
+            self.sample()
+
+    def __enter__(self) -> "PeakRss":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+@workload("loader", "read → decode → augment → collate from --data, prefetched (no training)")
+def run_loader(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
+    source = open_source(config.data)
+    tasks = epoch_tasks(source.samples, config.batch, config.seed, config.epochs)
+    stats = PipelineStats(bound=config.prefetch * config.workers)
+    ordered = config.order == "ordered"
+    digests: list[bytes] = []
+    samples, first_batch_s = 0, 0.0
+
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        batches = stream(strategy, LoadBatch(source, config.augment, config.seed), tasks,
+                         bound=stats.bound, ordered=ordered, stats=stats)
+        with closing(batches):
+            for batch in batches:
+                first_batch_s = first_batch_s or time.perf_counter() - start
+                digests.append(batch.digest())
+                samples += len(batch.y)
+        wall = time.perf_counter() - start
+
+    return {
+        "data": config.data, "samples_in_set": source.samples, "shape": list(source.shape),
+        "epochs": config.epochs, "batch": config.batch, "batches": len(digests), "samples": samples,
+        "augment": config.augment, "order": config.order, "prefetch": config.prefetch,
+        "in_flight_bound": stats.bound, "peak_in_flight": stats.peak_in_flight,
+        "wall_s": wall, "samples_per_s": samples / wall, "time_to_first_batch_s": first_batch_s,
+        "peak_rss_mb": rss.peak_mb, "batches_sha256": batches_digest(digests, ordered),
+    }
