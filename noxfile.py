@@ -2,6 +2,8 @@
 
     nox -s tests      the test suite on every configuration (cp313, cp313t, cp313t-gil, others on PATH)
     nox -s compare    a small data-parallel comparison across strategies and configurations
+    nox -s bench      pyperf benchmarks (preset quick) on cp313, cp313t, cp313t-gil -> reports/raw/
+    nox -s report     bench, then reports/latest/ (REPORT.md, PNG plots, summary.json): the main job
 
 Each configuration gets its own virtual environment under .nox/, reused while pyproject.toml
 and the interpreter are unchanged. nox's own venv handling is not used because cp313t and
@@ -14,6 +16,7 @@ import hashlib
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -51,7 +54,9 @@ def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str
         return python
     shutil.rmtree(venv, ignore_errors=True)
     session.run(interp.executable, "-m", "venv", str(venv), external=True, env=config_env(interp))
-    session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy",
+    # --prefer-binary: a dependency's newest release may lack a cp313t wheel (matplotlib's
+    # contourpy, kiwisolver, pillow); an older release with one beats building from source.
+    session.run(python, "-m", "pip", "install", "--quiet", "--prefer-binary", "--only-binary", "numpy",
                 "-e", f"{ROOT}[{extras}]", external=True, env=config_env(interp))
     stamp.write_text(wanted)
     return python
@@ -87,3 +92,42 @@ def compare(session: nox.Session) -> None:
                               env=config_env(interp))
             results.append(json.loads(out))
     print(render_comparison(results))
+
+
+# Relative to ROOT, where nox runs: the report names its raw files as given, and a relative path
+# says nothing about the machine that made them.
+RAW = Path("reports") / "raw"
+LATEST = Path("reports") / "latest"
+
+
+def run_benches(session: nox.Session) -> list[str]:
+    """The bench once per main configuration, each into reports/raw/<config>.json (atomically:
+    an interrupted bench leaves the previous file). Options after `--` go to every bench."""
+    written = []
+    for name in MAIN_CONFIGS:
+        interp = CONFIGS[name]
+        python = venv_python(session, interp)
+        out = str(RAW / f"{name}.json")
+        start = time.monotonic()
+        session.run(python, "-m", "harness", "bench", "--quiet", *session.posargs, "--out", out,
+                    external=True, env=config_env(interp))
+        session.log(f"{name}: bench took {time.monotonic() - start:.0f} s")
+        written.append(out)
+    return written
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """pyperf benchmarks of the quick preset (or `-- --preset full`, `-- --workers 1,2,4` ...)."""
+    run_benches(session)
+
+
+@nox.session(python=False)
+def report(session: nox.Session) -> None:
+    """The main job: bench every configuration, then render reports/latest/ from the raw files."""
+    start = time.monotonic()
+    raw = run_benches(session)
+    interp = CONFIGS[MAIN_CONFIGS[0]]  # any venv has matplotlib (the test extra)
+    session.run(venv_python(session, interp), "-m", "harness", "report", *raw, "-o", str(LATEST),
+                external=True, env=config_env(interp))
+    session.log(f"bench + report took {time.monotonic() - start:.0f} s")

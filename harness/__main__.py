@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {run,list,env,data}`; each command is a `cmd_<name>` function."""
+"""Command line: `python -m harness {run,list,env,data,bench,report}`; each command is a `cmd_<name>` function."""
 
 from __future__ import annotations
 
@@ -122,12 +122,34 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import main as bench_main
+    return bench_main(args.argv)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import report_command
+    print(report_command(args.raw, args.output))
+    return 0
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("raw", nargs="+", help="pyperf JSON files from `bench`, one per configuration")
+    p.add_argument("-o", "--output", default="reports/latest", help="folder (rewritten; default reports/latest)")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run one workload under one strategy and print its result"),
     "list": (cmd_list, "list workloads and strategies, with availability"),
     "env": (cmd_env, "describe the interpreter, NumPy/BLAS and CPU"),
     "data": (cmd_data, "make or check an on-disk sample set (shards + manifest) for --data"),
+    "bench": (cmd_bench, "pyperf benchmarks of a matrix of cells (options: bench --help)"),
+    "report": (cmd_report, "render REPORT.md, plots and summary.json from bench's raw files"),
 }
+# Commands that parse their own command line: pyperf's Runner reads bench's options and re-runs
+# the same command line, with --worker and its own options, in every worker process.
+RAW_COMMANDS = ("bench",)
+
 
 
 def build_parser() -> Parser:
@@ -139,6 +161,10 @@ def build_parser() -> Parser:
             add_run_arguments(p)
         elif name == "data":
             add_data_arguments(p)
+        elif name == "report":
+            add_report_arguments(p)
+        elif name in RAW_COMMANDS:
+            p.add_argument("argv", nargs=argparse.REMAINDER, help="see `python -m harness bench --help`")
         else:
             p.add_argument("--json", action="store_true")
     return parser
@@ -152,8 +178,14 @@ def interrupt_on_termination() -> None:
         signal.signal(sig, interrupt)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    if argv[:1] and argv[0] in RAW_COMMANDS:
+        return argparse.Namespace(command=argv[0], argv=argv[1:])
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     interrupt_on_termination()
     try:
         return COMMANDS[args.command][0](args)

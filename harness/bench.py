@@ -1,0 +1,247 @@
+"""`python -m harness bench`: a pyperf Runner script over a matrix of cells (see harness.matrix).
+
+    python -m harness bench [--preset quick|full] [--workloads ...] [--strategies ...]
+                            [--workers 1,2,4] [--variants ...] [--models ...] [--out FILE]
+                            [any pyperf Runner option: -p/--processes, -n/--values, -l, -w, ...]
+
+pyperf re-runs this same command with `--worker --worker-task=K ...` for every value-collecting
+process; each worker rebuilds the same matrix and pyperf skips all cells but the K-th. The cell's
+pool is built lazily, on its first timed call and outside the timed region, so only the worker
+that measures a cell pays for its pool; the time returned is the workload's own `wall_s` (its
+training or loading loop), summed over pyperf's loops.
+
+The manager writes the suite to `FILE.<pid>.tmp` and renames it over FILE at the very end:
+an interrupted bench leaves the previous FILE as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+import pyperf
+
+from harness import HarnessError, measure
+from harness.config import RunConfig
+from harness.matrix import DATA_SEED, DATA_SHAPE, PRESETS, Cell, Plan, Preset, Selection, get_preset, plan, spec_for
+from harness.workloads import get_workload
+from strategies import Strategy, create
+from strategies.base import blas_summary
+
+PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
+LISTS = {"workloads": str, "strategies": str, "workers": int, "variants": str, "models": str}
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Our options, on pyperf's own parser (so `--help` shows both and workers accept them)."""
+    group = parser.add_argument_group("ft-harness matrix")
+    group.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                       help="the matrix and its run sizes (default: quick)")
+    for name, kind in LISTS.items():
+        group.add_argument(f"--{name}", type=comma_list(kind), metavar="A,B",
+                           help=f"explicit {name}: the matrix becomes the product of the lists given "
+                                "and the preset's values for the others")
+    group.add_argument("--data-dir", help="the on-disk sample set for loader/disk cells "
+                                          "(default: made once under the project cache)")
+    group.add_argument("--out", help="write the pyperf JSON suite here, atomically, at the end")
+
+
+def comma_list(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    return parse
+
+
+def one_line_error(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def forward_arguments(cmd: list[str], args: argparse.Namespace) -> None:
+    """pyperf's add_cmdline_args callback: give each worker the options that define the matrix."""
+    cmd.extend(("--preset", args.preset, "--data-dir", args.data_dir))
+    for name in LISTS:
+        if getattr(args, name) is not None:
+            cmd.extend((f"--{name}", ",".join(map(str, getattr(args, name)))))
+
+
+def selection_of(args: argparse.Namespace) -> Selection:
+    return Selection(**{name: getattr(args, name) for name in LISTS})
+
+
+# ---- one cell in one worker process --------------------------------------------------------------
+
+class CellBench:
+    """The time function of one cell: fn(loops) -> seconds spent in the workload's timed loop."""
+
+    def __init__(self, cell: Cell, config: RunConfig) -> None:
+        self.cell, self.config, self.spec = cell, config, spec_for(cell.workload)
+        self.units = self.spec.units(config)
+        self.workload = get_workload(cell.workload)
+        self.strategy: Strategy | None = None
+
+    def __call__(self, loops: int) -> float:
+        strategy = self.strategy or self._open()
+        total = 0.0
+        for _ in range(loops):
+            result = self.workload(self.config, strategy)
+            self._check(result)
+            measure.record_run(result, self.spec.digest_key, blas_summary())
+            total += result["wall_s"]
+        return total
+
+    def _open(self) -> Strategy:
+        """The pool (outside any timing), and the workload's untimed probe if it has one."""
+        self.strategy = create(self.cell.strategy, self.cell.workers, start_method=self.config.start_method)
+        if self.spec.probe:
+            probe = RunConfig(**{**self.config.as_dict(), **self.spec.probe})
+            measure.record_probe(self.workload(probe, self.strategy))
+        return self.strategy
+
+    def _check(self, result: dict[str, Any]) -> None:
+        done = result[self.spec.units_key]
+        if done != self.units:
+            raise HarnessError(f"{self.cell.name}: the run did {done} {self.spec.unit}s, the bench "
+                               f"divided by {self.units}; fix WorkloadSpec.units")
+
+    def close(self) -> None:
+        if self.strategy is not None:
+            self.strategy.close()
+
+
+# ---- the manager: progress, data, output ----------------------------------------------------------
+
+class Progress:
+    """`[k/n] name  elapsed m:ss, about m:ss left` before each benchmark (mean time per cell so far)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start, self.done = total, time.monotonic(), 0
+
+    def before(self, name: str) -> None:
+        elapsed = time.monotonic() - self.start
+        left = (f"about {clock(elapsed / self.done * (self.total - self.done))} left"
+                if self.done else "estimating time left")
+        print(f"[{self.done + 1}/{self.total}] {name}  elapsed {clock(elapsed)}, {left}", flush=True)
+
+    def after(self) -> None:
+        self.done += 1
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def default_data_dir(preset: Preset) -> str:
+    from harness.toolchain import cache_dir
+    height, width = DATA_SHAPE
+    return str(cache_dir() / "bench-data" / f"{preset.data_samples}x{height}x{width}-seed{DATA_SEED}")
+
+
+def ensure_data(path: str, preset: Preset) -> None:
+    """Make the sample set once (atomically); later benches verify and reuse it."""
+    from harness.shards import MANIFEST, check_all, make_shards
+    if (Path(path) / MANIFEST).exists():
+        found = check_all(path)
+        if found.samples != preset.data_samples or tuple(found.shape) != DATA_SHAPE:
+            raise HarnessError(f"{path} holds {found.samples} samples of {found.shape}; preset "
+                               f"{preset.name} needs {preset.data_samples} of {DATA_SHAPE}")
+        return
+    print(f"making the bench's sample set in {path}", flush=True)
+    make_shards(path, samples=preset.data_samples, shape=DATA_SHAPE, classes=10, seed=DATA_SEED,
+                shard_size=256)
+
+
+def write_suite(benchmarks: Sequence[pyperf.Benchmark], out: str) -> None:
+    """Temporary file, then rename: a reader (or an interrupted run) never sees half a file."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pyperf.BenchmarkSuite(list(benchmarks)).dump(str(temp), replace=True)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# ---- the script -----------------------------------------------------------------------------------
+
+def make_runner(argv: list[str]) -> pyperf.Runner:
+    """pyperf's Runner with the preset's defaults (so -p/-n/... still override them)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--preset", default="quick")
+    preset = get_preset(early.parse_known_args(argv)[0].preset)
+    runner = pyperf.Runner(**preset.pyperf, program_args=PROGRAM, add_cmdline_args=forward_arguments,
+                           hooks=[measure.HookEntry])
+    runner.argparser.prog = "python -m harness bench"
+    # bad options are one line `error: ...` and exit 2, as everywhere in the CLI
+    runner.argparser.error = one_line_error  # type: ignore[method-assign]
+    add_bench_arguments(runner.argparser)
+    return runner
+
+
+def prepare_manager(runner: pyperf.Runner, args: argparse.Namespace, preset: Preset, todo: Plan) -> None:
+    """Only the manager: pass-through variables, the hook, the data set, the skip notes."""
+    args.inherit_environ = measure.inherit_environ(os.environ, args.inherit_environ)
+    args.hook = list(dict.fromkeys([*(args.hook or []), measure.HOOK_NAME]))
+    if preset.uses_data(todo.cells):
+        ensure_data(args.data_dir, preset)
+    for cell, reason in todo.skipped:
+        print(f"skipped {cell.name}: {reason}", flush=True)
+
+
+def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
+              progress: Progress | None) -> list[pyperf.Benchmark]:
+    found = []
+    for cell in todo.cells:
+        config = preset.config(cell, data_dir)
+        if progress:
+            progress.before(cell.name)
+        bench = CellBench(cell, config)
+        try:
+            result = runner.bench_time_func(cell.name, bench, inner_loops=bench.units,
+                                            metadata=measure.cell_metadata(cell, config))
+        except RuntimeError as exc:  # pyperf's manager: a worker exited non-zero
+            raise HarnessError(f"{cell.name}: {exc} (the worker's traceback is above)") from None
+        finally:
+            bench.close()
+        if progress:
+            progress.after()
+        if result is not None:  # None: a worker skipping the cells pyperf did not ask it for
+            found.append(result)
+    return found
+
+
+def main(argv: list[str]) -> int:
+    runner = make_runner(argv)
+    args = runner.parse_args(argv)
+    preset, selection = get_preset(args.preset), selection_of(args)
+    args.data_dir = os.path.abspath(args.data_dir or default_data_dir(preset))
+    todo = plan(preset, selection, args.data_dir)
+    runner.metadata.update(measure.run_metadata(preset, selection))
+    if args.worker:
+        run_cells(runner, preset, todo, args.data_dir, None)
+        return 0
+    if not todo.cells:
+        raise HarnessError("nothing to measure: every cell was skipped")
+    prepare_manager(runner, args, preset, todo)
+    progress = Progress(len(todo.cells))
+    benchmarks = run_cells(runner, preset, todo, args.data_dir, progress)
+    if args.out:
+        write_suite(benchmarks, args.out)
+        print(f"wrote {args.out}: {len(benchmarks)} benchmarks in {clock(progress.elapsed())}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,269 @@
+"""What `python -m harness bench` measures: cells, their stable names, and the presets.
+
+A cell is one (workload, strategy, workers[, variant][, model]) combination; its benchmark name is
+`workload/strategy/wN[/variant][/model]`, where the variant is the workload's own knob (async-sgd:
+the update policy; loader: the augmentation; data-parallel: `disk-<augment>` when batches come
+from the on-disk set through the loader, nothing when they come from memory).
+
+Adding a workload to the bench is one entry in SPECS plus its cells in a preset.
+Standard library and harness only: no pyperf here (the report parses names with it too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from harness import HarnessError
+from harness.config import RunConfig
+
+DATA = "@bench-data"  # placeholder for the bench's on-disk sample set (made once per bench)
+DATA_SHAPE = (28, 28)
+DATA_SEED = 0
+
+
+def _loader_units(config: RunConfig) -> int:
+    from harness.loader import open_source  # reads the manifest only
+    return open_source(config.data).samples * config.epochs
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadSpec:
+    """How the bench drives one workload. A benchmark value is seconds per *unit* of work (pyperf's
+    inner_loops = units per run), so throughputs compare across worker counts even where the work
+    grows with the workers (async-sgd: each worker does `updates` updates)."""
+
+    unit: str  # what one unit of work is, for humans: "sample", "update"
+    units: Callable[[RunConfig], int]  # units of work in one run
+    units_key: str  # the result key that must equal units(config): a check, not a trust
+    digest_key: str  # the result key holding the determinism digest
+    variants: dict[str, dict[str, Any]]  # variant name ("" = none) -> RunConfig fields
+    uses_model: bool = True
+    probe: dict[str, Any] | None = None  # fields of an untimed run once per process, for its facts
+
+
+SPECS: dict[str, WorkloadSpec] = {
+    "data-parallel": WorkloadSpec(
+        unit="sample", units=lambda c: c.steps * c.batch, units_key="samples", digest_key="params_sha256",
+        variants={"": {}, **{f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}}),
+    "async-sgd": WorkloadSpec(
+        unit="update", units=lambda c: c.workers * c.updates, units_key="steps",
+        digest_key="params_sha256", variants={p: {"policy": p} for p in ("lock", "striped", "hogwild")},
+        probe={"probe": True}),  # the exact lost-update count comes from the probe mode
+    "loader": WorkloadSpec(
+        unit="sample", units=_loader_units, units_key="samples", digest_key="batches_sha256",
+        variants={a: {"data": DATA, "augment": a} for a in ("python", "numpy")}, uses_model=False),
+}
+
+
+def spec_for(workload: str) -> WorkloadSpec:
+    try:
+        return SPECS[workload]
+    except KeyError:
+        raise HarnessError(f"workload {workload!r} has no bench spec; known: {', '.join(SPECS)} "
+                           "(add one to harness.matrix.SPECS)") from None
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    workload: str
+    strategy: str
+    workers: int
+    variant: str = ""
+    model: str = ""  # "" for a workload without a model
+
+    @property
+    def name(self) -> str:
+        parts = (self.workload, self.strategy, f"w{self.workers}", self.variant, self.model)
+        return "/".join(part for part in parts if part)
+
+    @property
+    def series(self) -> str:
+        """The curve this cell lies on: the strategy, and the variant where there is one."""
+        return f"{self.strategy}/{self.variant}" if self.variant else self.strategy
+
+
+def parse_name(name: str) -> Cell:
+    """The inverse of Cell.name; variant names never look like model names (tiny, 64-32-10)."""
+    parts = name.split("/")
+    if len(parts) < 3 or not parts[2].startswith("w") or not parts[2][1:].isdigit():
+        raise HarnessError(f"benchmark name {name!r} is not workload/strategy/wN[/variant][/model]")
+    workload, strategy, workers, rest = parts[0], parts[1], int(parts[2][1:]), parts[3:]
+    variant = rest.pop(0) if rest and rest[0] in spec_for(workload).variants else ""
+    model = rest.pop(0) if rest else ""
+    if rest:
+        raise HarnessError(f"benchmark name {name!r} has extra parts: {'/'.join(rest)}")
+    return Cell(workload, strategy, workers, variant, model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A matrix with its run sizes. `settings` maps "workload" and "workload/variant" to RunConfig
+    fields; `pyperf` holds the Runner's defaults (command-line options still override them)."""
+
+    name: str
+    cells: tuple[Cell, ...]
+    settings: dict[str, dict[str, Any]]
+    pyperf: dict[str, int]
+    data_samples: int
+    description: str = ""
+    seed: int = 0
+
+    def fields(self, cell: Cell) -> dict[str, Any]:
+        """The RunConfig fields of one cell (data still as the DATA placeholder)."""
+        spec = spec_for(cell.workload)
+        if cell.variant not in spec.variants:
+            raise HarnessError(f"{cell.workload} has no variant {cell.variant!r}; known: "
+                               f"{', '.join(v or '(none)' for v in spec.variants)}")
+        model = {"model": cell.model} if spec.uses_model and cell.model else {}
+        return {"seed": self.seed, **self.settings.get(cell.workload, {}), **spec.variants[cell.variant],
+                **self.settings.get(f"{cell.workload}/{cell.variant}", {}), **model,
+                "workload": cell.workload, "strategy": cell.strategy, "workers": cell.workers}
+
+    def config(self, cell: Cell, data_dir: str) -> RunConfig:
+        fields = self.fields(cell)
+        if fields.get("data") == DATA:
+            fields["data"] = data_dir
+        return RunConfig(**fields)
+
+    def uses_data(self, cells: Iterable[Cell]) -> bool:
+        return any(self.fields(cell).get("data") == DATA for cell in cells)
+
+
+def grid(workload: str, runs: Sequence[tuple[str, int]], variants: Sequence[str] = ("",),
+         models: Sequence[str] = ("",)) -> tuple[Cell, ...]:
+    return tuple(Cell(workload, s, w, v, m) for v in variants for m in models for s, w in runs)
+
+
+def _runs(strategies: Sequence[str], workers: Sequence[int]) -> list[tuple[str, int]]:
+    return [("serial", 1)] + [(s, w) for s in strategies for w in workers]
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(
+        name="quick",
+        description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
+                    "the three update policies and the Python-augmented loader; minutes",
+        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2),
+                                                                     ("blas", 2)], models=["tiny"]),
+               *grid("data-parallel", _runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
+               *grid("async-sgd", _runs(["threads"], [2]), ["lock", "striped", "hogwild"], ["tiny"]),
+               *grid("loader", _runs(["threads", "processes"], [2]), ["python"])),
+        settings={"data-parallel": {"steps": 60}, "data-parallel/disk-python": {"steps": 4, "batch": 256},
+                  "async-sgd": {"updates": 400, "batch": 64}, "loader": {"batch": 128}},
+        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1}, data_samples=1024),
+    Preset(
+        name="full",
+        description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
+                    "augmentation, pyperf's default 20 processes; for real studies (hours on 2 cores)",
+        cells=(*grid("data-parallel", _runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
+                     models=["tiny", "large"]),
+               *grid("data-parallel", _runs(["threads", "processes"], [1, 2, 4]),
+                     ["disk-python", "disk-numpy"], ["784-64-10"]),
+               *grid("async-sgd", _runs(["threads", "processes"], [1, 2, 4]),
+                     ["lock", "striped", "hogwild"], ["tiny", "large"]),
+               *grid("loader", _runs(["threads", "processes"], [1, 2, 4]), ["python", "numpy"])),
+        settings={"data-parallel": {"steps": 200}, "data-parallel/disk-python": {"steps": 16, "batch": 256},
+                  "data-parallel/disk-numpy": {"steps": 16, "batch": 256},
+                  "async-sgd": {"updates": 2000, "batch": 64}, "loader": {"batch": 128}},
+        pyperf={"processes": 20, "values": 3, "warmups": 1, "loops": 1}, data_samples=4096),
+    Preset(
+        name="smoke",
+        description="a few very short cells for the test suite: checks plumbing, not speed",
+        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 3]), models=["tiny"]),
+               *grid("async-sgd", _runs(["threads"], [2]), ["hogwild"], ["tiny"]),
+               *grid("loader", _runs(["threads"], [2]), ["numpy"])),
+        settings={"data-parallel": {"steps": 4, "batch": 256}, "async-sgd": {"updates": 30, "batch": 32},
+                  "loader": {"batch": 64}},
+        pyperf={"processes": 2, "values": 3, "warmups": 0, "loops": 1}, data_samples=256),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise HarnessError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """Explicit lists that replace the preset's values on their dimension (None: keep the preset's)."""
+
+    workloads: tuple[str, ...] | None = None
+    strategies: tuple[str, ...] | None = None
+    workers: tuple[int, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        return {k: list(v) for k in self.__dataclass_fields__ if (v := getattr(self, k)) is not None}
+
+
+@dataclass
+class Plan:
+    cells: list[Cell] = field(default_factory=list)
+    skipped: list[tuple[Cell, str]] = field(default_factory=list)  # and why
+
+
+def select(preset: Preset, selection: Selection) -> list[Cell]:
+    """The preset's cells, or the product of the explicit lists with the preset's other values,
+    workload by workload (a variant or a model only where the workload has it)."""
+    if selection.empty():
+        return list(preset.cells)
+    workloads = selection.workloads or tuple(dict.fromkeys(c.workload for c in preset.cells))
+    return [cell for workload in workloads for cell in _product(preset, selection, workload)]
+
+
+def _product(preset: Preset, selection: Selection, workload: str) -> list[Cell]:
+    spec, own = spec_for(workload), [c for c in preset.cells if c.workload == workload]
+    runs = _pairs([(c.strategy, c.workers) for c in own] or [("serial", 1)],
+                  selection.strategies, selection.workers)
+    variants = None if selection.variants is None else [v for v in selection.variants if v in spec.variants]
+    shapes = _pairs([(c.variant, c.model) for c in own] or [(next(iter(spec.variants)), "tiny")],
+                    variants, selection.models if spec.uses_model else None)
+    cells = (Cell(workload, s, w, v, m) for v, m in shapes for s, w in runs)
+    # serial uses one thread whatever it is told: only its w1 cell is a measurement
+    return list(dict.fromkeys(c for c in cells if c.strategy != "serial" or c.workers == 1))
+
+
+def _pairs(pairs: list[tuple[Any, Any]], firsts: Sequence[Any] | None,
+           seconds: Sequence[Any] | None) -> list[tuple[Any, Any]]:
+    """The preset's pairs that belong together ((strategy, workers), (variant, model): a disk
+    variant needs a model that reads 28x28 images); an explicit list replaces its side of every
+    pair: a first keeps its own seconds (or all of them if it had none), a second goes with every first."""
+    if firsts is not None:
+        every = list(dict.fromkeys(b for _, b in pairs))
+        pairs = [(a, b) for a in firsts for b in ([b for pa, b in pairs if pa == a] or every)]
+    if seconds is not None:
+        pairs = [(a, b) for a in dict.fromkeys(a for a, _ in pairs) for b in seconds]
+    return list(dict.fromkeys(pairs))
+
+
+def plan(preset: Preset, selection: Selection, data_dir: str) -> Plan:
+    """Cells to run, in a fixed order (the same in pyperf's manager and every worker), and the
+    ones skipped with their reason: a strategy unavailable here, a model that does not fit the data."""
+    from strategies import get_strategy
+    result = Plan()
+    for cell in select(preset, selection):
+        config = preset.config(cell, data_dir)  # bad input (a model like 'huge') raises: a usage error
+        ok, reason = get_strategy(cell.strategy).available()
+        reason = reason if not ok else _misfit(config)
+        if reason:
+            result.skipped.append((cell, reason))
+        else:
+            result.cells.append(cell)
+    return result
+
+
+def _misfit(config: RunConfig) -> str:
+    """Why a data-parallel model cannot read the bench's images ('' if it can)."""
+    if config.workload != "data-parallel" or not config.data:
+        return ""
+    pixels = DATA_SHAPE[0] * DATA_SHAPE[1]
+    if config.widths[0] != pixels:
+        return f"model {config.model} has {config.widths[0]} inputs; the on-disk set has {pixels} pixels"
+    return ""

@@ -1,0 +1,303 @@
+"""`python -m harness report RAW... -o DIR`: REPORT.md, PNG plots and summary.json from raw files.
+
+Every figure is computed once into the summary (written as summary.json) and the Markdown and the
+plots are drawn from the summary alone, so the two never disagree. Nothing depends on the time of
+rendering, dictionaries are filled in a fixed order, and so the same raw files give the same report.
+
+A benchmark value is seconds per unit of work (see harness.matrix); speed-ups are ratios of mean
+time per unit, and each one carries pyperf's own significance test (harness.rawdata.compare).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness import rawdata
+from harness.matrix import Cell, get_preset
+from harness.rawdata import Measurement, RawFile, compare
+from harness.scaling import fit
+
+FORMAT = "ft-harness-report/1"
+STRATEGY_ORDER = ("serial", "threads", "processes", "asyncio", "blas")
+
+
+class Index:
+    """Measurements by (configuration, cell), in report order."""
+
+    def __init__(self, files: list[RawFile]) -> None:
+        self.configs = [f.config for f in files]
+        self.default = "cp313" if "cp313" in self.configs else self.configs[0]
+        found = [m for f in files for m in f.measurements]
+        self.all = sorted(found, key=lambda m: (cell_order(m.cell), rawdata.config_rank(m.config)))
+        self.by_key = {(m.config, m.cell): m for m in self.all}
+
+    def get(self, config: str, cell: Cell) -> Measurement | None:
+        return self.by_key.get((config, cell))
+
+    def serial(self, config: str, cell: Cell) -> Measurement | None:
+        """The baseline of a cell: serial, one worker, same workload, variant and model."""
+        return self.get(config, replace(cell, strategy="serial", workers=1))
+
+    def cells(self) -> list[Cell]:
+        return list(dict.fromkeys(m.cell for m in self.all))
+
+    def of(self, workload: str) -> list[Measurement]:
+        return [m for m in self.all if m.cell.workload == workload]
+
+
+def cell_order(cell: Cell) -> tuple[Any, ...]:
+    rank = STRATEGY_ORDER.index(cell.strategy) if cell.strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    return (cell.workload, cell.model, cell.variant, rank, cell.strategy, cell.workers)
+
+
+# ---- the summary -----------------------------------------------------------------------------------
+
+def summarise(files: list[RawFile]) -> dict[str, Any]:
+    index = Index(files)
+    summary: dict[str, Any] = {
+        "format": FORMAT, "configurations": index.configs, "default_configuration": index.default,
+        "provenance": provenance(files), "settings": settings(files), "environment": environment(files),
+        "workloads": workload_tables(index), "single_thread_cost": single_thread_cost(index),
+        "scaling": scaling_fits(index), "async_sgd": async_sgd_rows(index), "loader": loader_rows(index),
+        "missing": missing_cells(index)}
+    summary["headline"] = headline(summary, index)
+    summary["reproduce"] = reproduce(files)
+    return summary
+
+
+def dates(measurements: Iterable[Measurement]) -> tuple[str, str] | None:
+    found = [d for m in measurements if (d := m.bench.get_dates())]
+    if not found:
+        return None
+    return min(d[0] for d in found).isoformat(timespec="seconds"), max(d[1] for d in found).isoformat(timespec="seconds")
+
+
+def provenance(files: list[RawFile]) -> dict[str, Any]:
+    first = files[0]
+    span = dates(m for f in files for m in f.measurements)
+    return {"hostname": first.common("hostname"), "cpu_model": first.common("ft_cpu_model"),
+            "preset": first.common("ft_preset"), "harness_version": first.common("ft_harness_version"),
+            "pyperf_version": first.common("perf_version"), "collected": list(span) if span else None,
+            "files": [{"path": f.path, "sha256": f.sha256[:16], "configuration": f.config,
+                       "benchmarks": len(f.measurements)} for f in files]}
+
+
+def settings(files: list[RawFile]) -> dict[str, Any]:
+    """The preset and how many pyperf processes/values/warm-ups each benchmark has."""
+    sample = files[0].measurements[0].bench
+    runs = [r for r in sample.get_runs() if r.values]
+    preset_name = files[0].common("ft_preset")
+    run_configs = {m.cell.workload + (f"/{m.cell.variant}" if m.cell.variant else ""):
+                   json.loads(m.meta["ft_run_config"]) for m in files[0].measurements}
+    return {"preset": preset_name, "description": preset_description(preset_name),
+            "selection": json.loads(files[0].common("ft_selection") or "{}"),
+            "processes": len(runs), "values_per_process": len(runs[0].values) if runs else 0,
+            "warmups_per_process": len(runs[0].warmups) if runs else 0,
+            "loops": sample.get_metadata().get("loops"),
+            "bench_seconds": {f.config: round(sum(m.bench.get_total_duration() for m in f.measurements), 1)
+                              for f in files},
+            "run_configs": {k: trimmed_config(v) for k, v in sorted(run_configs.items())}}
+
+
+def preset_description(name: str | None) -> str:
+    try:
+        return get_preset(name or "").description
+    except Exception:  # a raw file from a harness with other presets: say nothing, it is only words
+        return ""
+
+
+def trimmed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings that differ from RunConfig's defaults, minus what the cell's name already
+    says and the machine-local data path (the raw files keep every field, in ft_run_config)."""
+    from harness.config import RunConfig
+    defaults = RunConfig().as_dict()
+    drop = {"workload", "strategy", "workers", "model", "policy", "augment", "data"}
+    return {k: v for k, v in config.items() if k not in drop and defaults.get(k, v) != v or k == "seed"}
+
+
+def environment(files: list[RawFile]) -> dict[str, Any]:
+    first = files[0]
+    machine = {key: first.common(f"ft_{key}") for key in ("cpu_model", "cpu_logical", "cpu_physical", "cpu_usable")}
+    machine.update(hostname=first.common("hostname"), platform=first.common("platform"),
+                   affinity=first.common("ft_affinity"), pinned_by_pyperf=first.common("cpu_affinity"))
+    return {"machine": machine, "configurations": [configuration_env(f) for f in files]}
+
+
+def configuration_env(f: RawFile) -> dict[str, Any]:
+    keys = ("python_version", "executable", "py_gil_disabled", "config_args", "numpy", "blas_library",
+            "blas_version", "thread_env")
+    env: dict[str, Any] = {"configuration": f.config, **{k: f.common(f"ft_{k}") for k in keys}}
+    env["gil_enabled_observed"] = sorted({g for m in f.measurements for g in m.run_facts("ft_gil_enabled")})
+    env["blas_threads"] = {m.cell.strategy: sorted(set(m.run_facts("ft_blas_threads"))) for m in f.measurements}
+    return env
+
+
+# ---- per-workload tables ----------------------------------------------------------------------------
+
+def workload_tables(index: Index) -> dict[str, list[dict[str, Any]]]:
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for m in index.all:
+        tables.setdefault(m.cell.workload, []).append(row(index, m))
+    return tables
+
+
+def vs_serial(index: Index, m: Measurement, config: str | None = None) -> dict[str, Any] | None:
+    """m against its serial baseline on `config` (default: its own); None for the baseline itself."""
+    base = index.serial(config or m.config, m.cell)
+    return compare(base, m) if base is not None and base is not m else None
+
+
+def row(index: Index, m: Measurement) -> dict[str, Any]:
+    same = index.serial(m.config, m.cell)
+    vs_same, vs_default = vs_serial(index, m), vs_serial(index, m, index.default)
+    speedup = 1.0 if same is m else (vs_same["speedup"] if vs_same else None)
+    return {"configuration": m.config, "name": m.cell.name, "workload": m.cell.workload, "series": m.cell.series,
+            "strategy": m.cell.strategy, "workers": m.cell.workers, "variant": m.cell.variant,
+            "model": m.cell.model, "unit": m.meta.get("ft_unit"), "mean_s": m.mean, "stdev_s": m.stdev,
+            "values": len(m.values), "rate_per_s": m.rate, "is_baseline": same is m,
+            "vs_serial": vs_same, "vs_serial_default": vs_default,
+            "efficiency": speedup / m.cell.workers if speedup is not None else None,
+            **digest_facts(m, same)}
+
+
+def digest_facts(m: Measurement, serial: Measurement | None) -> dict[str, Any]:
+    """The determinism digest of every process's last run: one value, or how many distinct."""
+    mine = sorted(set(m.run_facts("ft_digest")))
+    theirs = sorted(set(serial.run_facts("ft_digest"))) if serial is not None else []
+    agrees = (mine == theirs) if len(mine) == 1 and len(theirs) == 1 else None
+    return {"digest": mine[0][:12] if len(mine) == 1 else None, "distinct_digests": len(mine),
+            "digest_matches_serial": agrees}
+
+
+def single_thread_cost(index: Index) -> list[dict[str, Any]]:
+    """Serial on each other configuration vs serial on the default build: extra time per unit."""
+    found = []
+    for m in index.all:
+        if m.config != index.default or not (m.cell.strategy == "serial" and m.cell.workers == 1):
+            continue
+        for other in (index.get(c, m.cell) for c in index.configs if c != index.default):
+            if other is not None:  # t > 0 when `other` is slower, as the cost is then > 0
+                significant, t_score = rawdata.significance(other.values, m.values)
+                found.append({"name": m.cell.name, "configuration": other.config, "baseline": index.default,
+                              "cost_percent": (other.mean / m.mean - 1) * 100,
+                              "significant": significant, "t_score": t_score})
+    return found
+
+
+# ---- scaling ---------------------------------------------------------------------------------------
+
+def scaling_fits(index: Index) -> list[dict[str, Any]]:
+    """A USL/Amdahl fit per (configuration, workload, series, model) with >= 3 worker counts."""
+    curves: dict[tuple[str, str, str, str], list[Measurement]] = {}
+    for m in index.all:
+        if m.cell.strategy != "serial":
+            curves.setdefault((m.config, m.cell.workload, m.cell.series, m.cell.model), []).append(m)
+    return [f for key, points in curves.items() if (f := curve_fit(index, key, points))]
+
+
+def curve_fit(index: Index, key: tuple[str, str, str, str], points: list[Measurement]) -> dict[str, Any] | None:
+    one = next((m for m in points if m.cell.workers == 1), None) or index.serial(key[0], points[0].cell)
+    if one is None:
+        return None
+    rates = sorted({1: one.rate, **{m.cell.workers: m.rate for m in points}}.items())
+    capacity = [(n, rate / one.rate) for n, rate in rates]
+    found = fit([n for n, _ in capacity], [c for _, c in capacity])
+    if found is None:
+        return None
+    return {"configuration": key[0], "workload": key[1], "series": key[2], "model": key[3],
+            "one_worker": one.cell.name, **found.as_dict(),
+            "curve": [{"workers": n, "capacity": c, "fitted": found.capacity(n)} for n, c in capacity]}
+
+
+# ---- workload-specific sections ---------------------------------------------------------------------
+
+def async_sgd_rows(index: Index) -> list[dict[str, Any]]:
+    rows = []
+    for m in index.of("async-sgd"):
+        lost = m.run_facts("ft_lost_updates")
+        rows.append({"configuration": m.config, "name": m.cell.name, "policy": m.cell.variant,
+                     "strategy": m.cell.strategy, "workers": m.cell.workers, "updates_per_s": m.rate,
+                     "vs_serial": vs_serial(index, m), "lost_updates_mean": m.mean_fact("ft_lost_updates"),
+                     "lost_updates_max": max(lost) if lost else None,
+                     "lost_fraction_mean": m.mean_fact("ft_lost_fraction"), "probes": len(lost)})
+    return rows
+
+
+def loader_rows(index: Index) -> dict[str, list[dict[str, Any]]]:
+    """Loader throughput, and the training loop's stall fraction where batches came from disk."""
+    loading = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
+                "time_to_first_batch_s": m.mean_fact("ft_time_to_first_batch_s"),
+                "peak_rss_mb": m.mean_fact("ft_peak_rss_mb"),
+                "vs_serial": vs_serial(index, m)}
+               for m in index.of("loader")]
+    feeding = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
+                "stall_fraction": m.mean_fact("ft_stall_fraction")}
+               for m in index.of("data-parallel") if m.cell.variant.startswith("disk")]
+    return {"loader": loading, "training_from_disk": feeding}
+
+
+def missing_cells(index: Index) -> list[dict[str, Any]]:
+    """Cells measured on some configurations only (skipped elsewhere, or not asked for)."""
+    found = []
+    for cell in index.cells():
+        absent = [c for c in index.configs if index.get(c, cell) is None]
+        if absent:
+            found.append({"name": cell.name, "missing_in": absent})
+    return found
+
+
+def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
+    """Data-parallel training from memory, first model: throughput and speed-up vs serial on the
+    default build, every strategy and worker count by configuration."""
+    rows = [r for r in summary["workloads"].get("data-parallel", []) if not r["variant"]]
+    if not rows:
+        return None
+    model = rows[0]["model"]
+    table: dict[str, dict[str, Any]] = {}
+    for r in (r for r in rows if r["model"] == model):
+        cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
+        cell[r["configuration"]] = {"rate_per_s": r["rate_per_s"], "vs_serial_default": r["vs_serial_default"],
+                                    "is_default_baseline": r["is_baseline"] and r["configuration"] == index.default}
+    cost = [c for c in summary["single_thread_cost"] if c["name"] == f"data-parallel/serial/w1/{model}"]
+    return {"workload": "data-parallel", "model": model, "unit": rows[0]["unit"],
+            "columns": index.configs, "rows": table, "single_thread_cost": cost}
+
+
+def reproduce(files: list[RawFile]) -> dict[str, Any]:
+    preset = files[0].common("ft_preset") or "quick"
+    selection = json.loads(files[0].common("ft_selection") or "{}")
+    extra = "".join(f" --{k} {','.join(map(str, v))}" for k, v in selection.items())
+    return {"nox": f"python3 -m pip install nox && nox -s report -- --preset {preset}{extra}",
+            "bench": f"python -m harness bench --preset {preset}{extra} --out reports/raw/<configuration>.json",
+            "report": "python -m harness report reports/raw/*.json -o reports/latest"}
+
+
+# ---- writing ---------------------------------------------------------------------------------------
+
+def report_command(paths: list[str], out: str) -> str:
+    from harness.plots import render_plots
+    from harness.reportmd import render_markdown
+    summary = summarise(rawdata.load(paths))
+    target = Path(out)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    summary["plots"], summary["plots_note"] = render_plots(summary, temp)
+    (temp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    (temp / "REPORT.md").write_text(render_markdown(summary))
+    swap_in(temp, target)
+    return f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+
+
+def swap_in(temp: Path, target: Path) -> None:
+    """Replace the output folder by the finished one (the old one is kept until the rename)."""
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(temp, target)
+    shutil.rmtree(old, ignore_errors=True)

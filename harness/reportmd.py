@@ -1,0 +1,245 @@
+"""REPORT.md from the report's summary dict alone (every number shown is in summary.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from harness.plots import plot_slug
+from harness.rawdata import speedup_label
+
+UNSTABLE = 0.10  # pyperf warns when the standard deviation exceeds 10 % of the mean
+REFERENCE_NOTE = ("For context, not our measurement: PEP 703 estimated 5–6 % single-thread overhead; "
+                  "the CPython 3.13 free-threading HOWTO says about 40 % for 3.13t (specialising "
+                  "interpreter disabled), PEP 779 about 10 % on Linux for 3.14.")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def per_unit(seconds: float) -> str:
+    """Time per unit in µs, 3 significant digits (units are samples or updates: µs is the scale)."""
+    return f"{seconds * 1e6:.3g}"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def optional(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def signed_percent(entry: dict[str, Any]) -> str:
+    if entry["significant"] is None:
+        return "not tested"
+    return f"{entry['cost_percent']:+.1f} %" if entry["significant"] else "not significant"
+
+
+# ---- sections --------------------------------------------------------------------------------------
+
+def intro(s: dict[str, Any]) -> str:
+    p, st = s["provenance"], s["settings"]
+    span = " to ".join(p["collected"]) if p["collected"] else "unknown dates"
+    files = ", ".join(f"`{f['path']}` ({f['configuration']}, sha256 {f['sha256']})" for f in p["files"])
+    return (f"# ft-harness report\n\nData: host `{p['hostname']}` ({p['cpu_model']}), preset "
+            f"`{p['preset']}`, harness {p['harness_version']}, pyperf {p['pyperf_version']}, collected "
+            f"{span}.\nRaw files: {files}.\n\nEach benchmark: {st['processes']} pyperf worker processes × "
+            f"{st['values_per_process']} values (after {st['warmups_per_process']} warm-up) of "
+            f"{st['loops']} run each. A value is the time of the workload's timed loop divided by the "
+            "units of work it did (samples or updates), so throughputs compare across worker counts. "
+            "Speed-ups are ratios of mean time per unit; each is tested with pyperf's own two-tailed "
+            "t-test at 95 % (the test behind `pyperf compare_to`). A difference that fails the test is "
+            "written **not significant** and never as a speed-up.")
+
+
+def headline_section(s: dict[str, Any]) -> str:
+    h = s["headline"]
+    if h is None:
+        return ""
+    columns = h["columns"]
+    rows = [[name] + [headline_cell(cells.get(c)) for c in columns] for name, cells in h["rows"].items()]
+    cost = "; ".join(f"{c['configuration']} {signed_percent(c)}" for c in h["single_thread_cost"])
+    plot = f"\n\n![speed-up vs workers]({plot_name(s, h)})" if plot_name(s, h) else ""
+    return (f"## Headline: {h['workload']} training, model `{h['model']}`\n\n{h['unit'].capitalize()}s per "
+            f"second, and in brackets the speed-up against serial on {s['default_configuration']}.\n\n"
+            + table(["cell"] + columns, rows)
+            + (f"\n\nSingle-thread cost (serial, time per {h['unit']} vs {s['default_configuration']}): {cost}."
+               if cost else "") + plot)
+
+
+def headline_cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "—"
+    label = "baseline" if entry["is_default_baseline"] else speedup_label(entry["vs_serial_default"])
+    return f"{rate(entry['rate_per_s'])} ({label})"
+
+
+def plot_name(s: dict[str, Any], h: dict[str, Any]) -> str | None:
+    wanted = f"speedup-{plot_slug(h['workload'], h['model'])}.png"
+    return wanted if wanted in s.get("plots", []) else None
+
+
+def cost_section(s: dict[str, Any]) -> str:
+    rows = [[f"`{c['name']}`", c["configuration"], signed_percent(c),
+             optional(c["t_score"], ".2f")] for c in s["single_thread_cost"]]
+    if not rows:
+        return ""
+    return (f"## Single-thread cost of the free-threaded build\n\nSerial, one worker: extra time per unit "
+            f"against {s['default_configuration']} (positive = slower).\n\n"
+            + table(["benchmark", "configuration", "extra time", "t"], rows) + f"\n\n{REFERENCE_NOTE}")
+
+
+def workload_section(s: dict[str, Any], workload: str, rows: list[dict[str, Any]]) -> str:
+    unit = rows[0]["unit"]
+    default = s["default_configuration"]
+    body = [[r["configuration"], f"`{r['name']}`", spread(r),
+             rate(r["rate_per_s"]), baseline_or(r, r["vs_serial"]), speedup_label(r["vs_serial_default"])
+             if not (r["is_baseline"] and r["configuration"] == default) else "baseline",
+             optional(r["efficiency"], ".2f"), digest_cell(r)] for r in rows]
+    headers = ["config", "benchmark", f"µs per {unit} (mean ± std)", f"{unit}s/s", "vs serial, same config",
+               f"vs serial, {default}", "efficiency", "digest vs serial"]
+    plots = "".join(f"\n\n![{name}]({name})" for name in s.get("plots", [])
+                    if name.split("-", 1)[1].startswith(workload))
+    return f"### {workload}\n\n" + table(headers, body) + plots
+
+
+def spread(r: dict[str, Any]) -> str:
+    """mean ± std, flagged where pyperf itself would call the result unstable (std > 10 % of mean)."""
+    flag = " ⚠" if r["stdev_s"] > UNSTABLE * r["mean_s"] else ""
+    return f"{per_unit(r['mean_s'])} ± {per_unit(r['stdev_s'])}{flag}"
+
+
+def baseline_or(r: dict[str, Any], comparison: dict[str, Any] | None) -> str:
+    if r["is_baseline"]:
+        return "baseline"
+    return speedup_label(comparison) if comparison else "no serial baseline"
+
+
+def digest_cell(r: dict[str, Any]) -> str:
+    if r["digest"] is None:
+        return f"varies ({r['distinct_digests']} distinct)" if r["distinct_digests"] else "—"
+    verdict = {True: "= serial", False: "differs", None: ""}[r["digest_matches_serial"]]
+    return f"`{r['digest']}` {verdict}".rstrip() if not r["is_baseline"] else f"`{r['digest']}`"
+
+
+def workloads_section(s: dict[str, Any]) -> str:
+    parts = [workload_section(s, w, rows) for w, rows in s["workloads"].items()]
+    legend = ("Efficiency = speed-up against serial on the same configuration ÷ workers. "
+              "Digest: the determinism digest (parameters or delivered batches) of each process's last "
+              "run; `= serial` where it is bitwise the serial one. ⚠: standard deviation above 10 % of "
+              "the mean, where pyperf itself warns that the result may be unstable.")
+    return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)
+
+
+def scaling_section(s: dict[str, Any]) -> str:
+    if not s["scaling"]:
+        return ""
+    rows = [[f["configuration"], f"`{f['workload']}` {f['series']} {f['model']}".rstrip(), f["law"],
+             f"{f['sigma']:.3f}", f"{f['kappa']:.4f}", optional(f["peak_workers"], ".1f"), f"{f['r2']:.3f}",
+             ", ".join(f"N={p['workers']}: {p['capacity']:.2f}→{p['fitted']:.2f}" for p in f["curve"])]
+            for f in s["scaling"]]
+    return ("## Scaling fits\n\nCapacity C(N) = throughput with N workers ÷ throughput with one, fitted "
+            "with Gunther's Universal Scalability Law C(N) = N / (1 + σ(N−1) + κN(N−1)) by least squares "
+            "on N/C − 1 = σ(N−1) + κN(N−1); where the best κ is negative (or below 1e-9) the fit is Amdahl's law (κ = 0). "
+            "σ: contention (serial share), κ: coherency cost, N*: the worker count where USL capacity peaks. "
+            "With 3 worker counts a 2-parameter law passes through every point: it summarises the curve, "
+            "it does not test the law.\n\n"
+            + table(["config", "curve", "law", "σ", "κ", "N*", "R²", "measured → fitted"], rows))
+
+
+def async_section(s: dict[str, Any]) -> str:
+    if not s["async_sgd"]:
+        return ""
+    rows = [[r["configuration"], f"`{r['name']}`", r["policy"], rate(r["updates_per_s"]),
+             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
+             optional(r["lost_updates_mean"], ".1f"), optional(r["lost_updates_max"], "d"),
+             optional(r["lost_fraction_mean"], ".2e"), str(r["probes"])] for r in s["async_sgd"]]
+    return ("## async-sgd: update throughput and lost updates\n\nLost updates come from the exact probe "
+            "(integer deltas instead of gradients, run once per pyperf process before timing): updates a "
+            "race overwrote, mean and worst over the probes.\n\n"
+            + table(["config", "benchmark", "policy", "updates/s", "vs serial", "lost (mean)", "lost (max)",
+                     "lost fraction", "probes"], rows))
+
+
+def loader_section(s: dict[str, Any]) -> str:
+    loading, feeding = s["loader"]["loader"], s["loader"]["training_from_disk"]
+    parts = []
+    if loading:
+        parts.append(table(["config", "benchmark", "samples/s", "vs serial", "first batch (ms)", "peak RSS (MB)"],
+                           [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
+                             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
+                             optional(scaled(r["time_to_first_batch_s"], 1e3), ".1f"),
+                             optional(r["peak_rss_mb"], ".0f")] for r in loading]))
+    if feeding:
+        parts.append("Training fed from disk through the loader: the stall fraction is the share of the "
+                     "training loop spent waiting for the next batch.\n\n" + table(
+                         ["config", "benchmark", "samples/s", "stall fraction"],
+                         [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
+                           optional(r["stall_fraction"], ".2f")] for r in feeding]))
+    return "## Data loading\n\n" + "\n\n".join(parts) if parts else ""
+
+
+def scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def missing_section(s: dict[str, Any]) -> str:
+    if not s["missing"]:
+        return ""
+    return "## Missing cells\n\n" + "\n".join(
+        f"- `{m['name']}`: not measured on {', '.join(m['missing_in'])}" for m in s["missing"])
+
+
+def environment_section(s: dict[str, Any]) -> str:
+    m = s["environment"]["machine"]
+    pinning = (f"pyperf pinned workers to CPUs {m['pinned_by_pyperf']}" if m["pinned_by_pyperf"]
+               else f"no pinning (pyperf found no isolated CPUs; usable CPUs {m['affinity']})")
+    rows = [[c["configuration"], c["python_version"] or "—", yes_no(c["py_gil_disabled"]),
+             "/".join(yes_no(g) for g in c["gil_enabled_observed"]) or "—", f"`{c['config_args']}`",
+             c["numpy"] or "—", f"{c['blas_library']} {c['blas_version']}", blas_threads(c["blas_threads"]),
+             f"`{c['thread_env']}`"] for c in s["environment"]["configurations"]]
+    return (f"## Environment\n\nCPU: {m['cpu_model']}, {m['cpu_logical']} logical / {m['cpu_physical']} "
+            f"physical cores, {m['cpu_usable']} usable; {m['platform']}; {pinning}.\n\n"
+            + table(["config", "Python", "Py_GIL_DISABLED", "GIL on (seen after runs)", "configure",
+                     "numpy", "BLAS", "BLAS threads", "thread variables"], rows)
+            + "\n\n" + settings_block(s))
+
+
+def yes_no(value: Any) -> str:
+    return {True: "yes", False: "no"}.get(value, "—")
+
+
+def blas_threads(by_strategy: dict[str, list[int]]) -> str:
+    return ", ".join(f"{k}: {'/'.join(map(str, v))}" for k, v in sorted(by_strategy.items()))
+
+
+def settings_block(s: dict[str, Any]) -> str:
+    st = s["settings"]
+    configs = "\n".join(f"- `{k}`: " + ", ".join(f"{a}={b}" for a, b in v.items())
+                        for k, v in st["run_configs"].items())
+    seconds = ", ".join(f"{k} {v} s" for k, v in st["bench_seconds"].items())
+    return (f"Preset `{st['preset']}`: {st['description']}\n\nRun settings (RunConfig's defaults "
+            f"otherwise):\n{configs}\n\n"
+            f"pyperf time spent in workers per configuration: {seconds}.")
+
+
+def reproduce_section(s: dict[str, Any]) -> str:
+    r = s["reproduce"]
+    return ("## How to reproduce\n\n```sh\n" + r["nox"] + "\n```\n\nor per configuration, with the "
+            "virtual environments nox made (`PYTHON_GIL=0` for cp313t, `=1` for cp313t-gil, and "
+            "`FT_HARNESS_CONFIG=<configuration>`):\n\n```sh\n" + r["bench"] + "\n" + r["report"] + "\n```")
+
+
+SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
+    intro, headline_section, cost_section, workloads_section, scaling_section, async_section,
+    loader_section, missing_section, environment_section, reproduce_section)
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    parts = [section(summary) for section in SECTIONS]
+    if summary.get("plots_note"):
+        parts.append(f"_{summary['plots_note']}_")
+    return "\n\n".join(p for p in parts if p) + "\n"

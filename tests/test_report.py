@@ -1,0 +1,273 @@
+"""The report, checked against numbers computed here from the raw JSON of a real smoke bench,
+without pyperf: means, speed-ups, the t-test and its labels, efficiency, the scalability fit."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyperf
+import pytest
+
+from harness.matrix import Cell
+from harness.rawdata import Measurement, compare, speedup_label
+from harness.report import report_command
+from tests.smoke_bench import CONFIGS, ROOT, smoke_bench
+
+CLOSE = 1e-9
+AMBIGUOUS_T = 0.01  # pyperf's critical values are a rounded table: skip a t this close to one
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return smoke_bench(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def rendered(smoke: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "latest"
+    report_command([str(smoke / f"{c}.json") for c in CONFIGS], str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def summary(rendered: Path) -> dict[str, Any]:
+    return json.loads((rendered / "summary.json").read_text())
+
+
+# ---- independent computations -----------------------------------------------------------------------
+
+def raw_benchmarks(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> values (seconds per unit), metadata and per-run metadata, read as plain JSON."""
+    data = json.loads(path.read_text())
+    found = {}
+    for bench in data["benchmarks"]:
+        meta = {**data.get("metadata", {}), **bench.get("metadata", {})}
+        runs = [r for r in bench["runs"] if r.get("values")]
+        found[meta["name"]] = {"values": [v for r in runs for v in r["values"]], "meta": meta,
+                               "runs": [{**meta, **r.get("metadata", {})} for r in runs]}
+    return found
+
+
+def student_t_critical(df: int) -> float:
+    """c with P(|T| <= c) = 0.95 for Student's t with df degrees of freedom: Simpson + bisection."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def half_mass(c: float, steps: int = 2000) -> float:
+        h = c / steps
+        f = [math.exp(log_norm - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(steps + 1)]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    low, high = 0.0, 50.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if half_mass(mid) < 0.475 else (low, mid)
+    return (low + high) / 2
+
+
+def t_test(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Two-sample Student t with pooled variance: (t, critical value at 95 %, two-tailed)."""
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    pooled = (sum((x - ma) ** 2 for x in a) + sum((x - mb) ** 2 for x in b)) / (len(a) + len(b) - 2)
+    return (ma - mb) / math.sqrt(pooled * (1 / len(a) + 1 / len(b))), student_t_critical(len(a) + len(b) - 2)
+
+
+def expected_label(base: list[float], other: list[float]) -> str | None:
+    """What the report must print, or None where the t-score sits on the critical value."""
+    t, critical = t_test(base, other)
+    if abs(abs(t) - critical) < AMBIGUOUS_T:
+        return None
+    return f"{statistics.fmean(base) / statistics.fmean(other):.2f}x" if abs(t) >= critical else "not significant"
+
+
+def serial_name(name: str) -> str:
+    parts = name.split("/")
+    return "/".join([parts[0], "serial", "w1", *parts[3:]])
+
+
+def report_row(markdown: str, config: str, name: str) -> list[str]:
+    line = next(l for l in markdown.splitlines() if l.startswith(f"| {config} | `{name}` |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=CLOSE, abs_tol=CLOSE)
+
+
+# ---- tables, speed-ups, significance ---------------------------------------------------------------
+
+def test_means_throughputs_and_speedups_match(smoke: Path, summary: dict[str, Any]) -> None:
+    raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
+    rows = [r for rows in summary["workloads"].values() for r in rows]
+    assert len(rows) == sum(len(v) for v in raw.values())
+    for r in rows:
+        mine = raw[r["configuration"]][r["name"]]["values"]
+        assert close(r["mean_s"], statistics.fmean(mine)) and close(r["stdev_s"], statistics.stdev(mine))
+        assert close(r["rate_per_s"], 1 / statistics.fmean(mine))
+        base = raw[r["configuration"]][serial_name(r["name"])]["values"]
+        if r["is_baseline"]:
+            assert r["vs_serial"] is None and r["efficiency"] == 1.0
+            continue
+        speedup = statistics.fmean(base) / statistics.fmean(mine)
+        assert close(r["vs_serial"]["speedup"], speedup)
+        assert close(r["efficiency"], speedup / r["workers"])
+        assert close(r["vs_serial"]["t_score"], t_test(base, mine)[0])
+
+
+def test_significance_labels_in_the_markdown_match_an_independent_t_test(smoke: Path, rendered: Path) -> None:
+    raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
+    markdown = (rendered / "REPORT.md").read_text()
+    checked = 0
+    for config in CONFIGS:
+        for name, bench in raw[config].items():
+            base = raw[config][serial_name(name)]["values"]
+            default = raw["cp313"][serial_name(name)]["values"]
+            row = report_row(markdown, config, name)
+            same, versus_default = row[4], row[5]
+            if name != serial_name(name) and (want := expected_label(base, bench["values"])):
+                assert same == want, (config, name)
+                checked += 1
+            if (config, name) != ("cp313", serial_name(name)) and (
+                    want := expected_label(default, bench["values"])):
+                assert versus_default == want, (config, name)
+    assert checked >= 8
+
+
+def test_not_significant_is_never_shown_as_a_number() -> None:
+    def measurement(values: list[float]) -> Measurement:
+        run = pyperf.Run(values, metadata={"name": "b", "unit": "second"}, collect_metadata=False)
+        return Measurement("cp313", Cell("data-parallel", "serial", 1), pyperf.Benchmark([run]), "x")
+
+    same = compare(measurement([1.0, 1.01, 0.99, 1.0]), measurement([1.0, 0.99, 1.01, 1.0]))
+    assert same["significant"] is False and speedup_label(same) == "not significant"
+    double = compare(measurement([2.0, 2.01, 1.99, 2.0]), measurement([1.0, 1.01, 0.99, 1.0]))
+    assert double["significant"] is True and speedup_label(double) == "2.00x"
+    uneven = compare(measurement([1.0, 1.1, 0.9, 1.0]), measurement([1.0, 1.1, 0.9]))
+    assert uneven["significant"] is None and speedup_label(uneven) == "not tested"
+
+
+def test_single_thread_cost_is_the_extra_time_of_serial_in_percent(smoke: Path, summary: dict[str, Any]) -> None:
+    raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
+    costs = {c["name"]: c for c in summary["single_thread_cost"]}
+    serials = [n for n in raw["cp313"] if n == serial_name(n)]
+    assert sorted(costs) == sorted(serials)
+    for name in serials:
+        default, free = raw["cp313"][name]["values"], raw["cp313t"][name]["values"]
+        assert close(costs[name]["cost_percent"], (statistics.fmean(free) / statistics.fmean(default) - 1) * 100)
+        assert close(costs[name]["t_score"], t_test(free, default)[0])
+
+
+# ---- the scalability fit ----------------------------------------------------------------------------
+
+def closed_form_fit(workers: list[int], capacity: list[float]) -> tuple[str, float, float]:
+    """The least-squares USL by Cramer's rule on the 2x2 normal equations; Amdahl where κ < 1e-9."""
+    x1 = [n - 1 for n in workers]
+    x2 = [n * (n - 1) for n in workers]
+    y = [n / c - 1 for n, c in zip(workers, capacity)]
+    a, b, d = sum(u * u for u in x1), sum(u * v for u, v in zip(x1, x2)), sum(v * v for v in x2)
+    e, f = sum(u * w for u, w in zip(x1, y)), sum(v * w for v, w in zip(x2, y))
+    sigma, kappa = (e * d - b * f) / (a * d - b * b), (a * f - b * e) / (a * d - b * b)
+    if kappa < 1e-9:
+        return "Amdahl", e / a, 0.0
+    return "USL", sigma, kappa
+
+
+def test_fit_of_the_threads_curve_matches_a_closed_form_solution(smoke: Path, summary: dict[str, Any]) -> None:
+    fits = {(f["configuration"], f["series"]): f for f in summary["scaling"]}
+    for config in CONFIGS:
+        raw = raw_benchmarks(smoke / f"{config}.json")
+        workers = [1, 2, 3]  # the smoke preset's threads
+        rates = [1 / statistics.fmean(raw[f"data-parallel/threads/w{n}/tiny"]["values"]) for n in workers]
+        law, sigma, kappa = closed_form_fit(workers, [r / rates[0] for r in rates])
+        found = fits[(config, "threads")]
+        assert (found["law"], found["points"]) == (law, 3)
+        assert math.isclose(found["sigma"], sigma, rel_tol=1e-6, abs_tol=1e-9)
+        assert math.isclose(found["kappa"], kappa, rel_tol=1e-6, abs_tol=1e-9)
+
+
+# ---- sections, plots, determinism ---------------------------------------------------------------------
+
+def test_async_sgd_lost_updates_and_loader_rows(smoke: Path, summary: dict[str, Any]) -> None:
+    raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
+    for r in summary["async_sgd"]:
+        lost = [run["ft_lost_updates"] for run in raw[r["configuration"]][r["name"]]["runs"]]
+        assert r["probes"] == len(lost) == 2 and close(r["lost_updates_mean"], statistics.fmean(lost))
+        assert r["lost_updates_max"] == max(lost) and r["policy"] == "hogwild"
+    loading = summary["loader"]["loader"]
+    assert {r["name"] for r in loading} == {"loader/serial/w1/numpy", "loader/threads/w2/numpy"}
+    for r in loading:
+        assert close(r["samples_per_s"], 1 / statistics.fmean(raw[r["configuration"]][r["name"]]["values"]))
+
+
+def test_markdown_has_every_section_and_the_reproduce_command(rendered: Path) -> None:
+    markdown = (rendered / "REPORT.md").read_text()
+    for heading in ("## Headline", "## Single-thread cost", "## Per workload", "## Scaling fits",
+                    "## async-sgd", "## Data loading", "## Environment", "## How to reproduce"):
+        assert heading in markdown
+    assert "nox -s report -- --preset smoke" in markdown and "host `" in markdown
+
+
+def test_plots_are_pngs_linked_from_the_report(rendered: Path, summary: dict[str, Any]) -> None:
+    markdown = (rendered / "REPORT.md").read_text()
+    assert "speedup-data-parallel-tiny.png" in summary["plots"] and "best-data-parallel-tiny.png" in summary["plots"]
+    for name in summary["plots"]:
+        assert (rendered / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in markdown
+
+
+def test_same_raw_files_give_the_same_report(smoke: Path, rendered: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    report_command([str(smoke / f"{c}.json") for c in CONFIGS], str(again))
+    names = sorted(p.name for p in rendered.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        assert (rendered / name).read_bytes() == (again / name).read_bytes(), name
+
+
+# ---- provenance and refusals --------------------------------------------------------------------------
+
+def report_cli(tmp_path: Path, *raw: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", "report", *map(str, raw), "-o",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def edited(smoke: Path, tmp_path: Path, config: str, **metadata: str) -> Path:
+    """A copy of a raw file with suite-level metadata changed (as another machine/preset would)."""
+    data = json.loads((smoke / f"{config}.json").read_text())
+    data["metadata"].update(metadata)
+    path = tmp_path / f"{config}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_mixing_presets_is_refused_with_a_clear_error(smoke: Path, tmp_path: Path) -> None:
+    other = edited(smoke, tmp_path, "cp313t", ft_preset="quick")
+    message = one_line_error(report_cli(tmp_path, smoke / "cp313.json", other))
+    assert "cannot be compared: different preset" in message and "smoke" in message and "quick" in message
+
+
+def test_one_configuration_twice_or_a_foreign_file_is_refused(smoke: Path, tmp_path: Path) -> None:
+    twice = Path(shutil.copy(smoke / "cp313.json", tmp_path / "copy.json"))
+    assert "configuration cp313 appears twice" in one_line_error(report_cli(tmp_path, smoke / "cp313.json", twice))
+    foreign = tmp_path / "foreign.json"
+    run = pyperf.Run([1.0, 1.1], metadata={"name": "x", "unit": "second"}, collect_metadata=False)
+    pyperf.BenchmarkSuite([pyperf.Benchmark([run])]).dump(str(foreign))
+    assert "not made by `python -m harness bench`" in one_line_error(report_cli(tmp_path, foreign))
+
+
+def test_files_from_another_machine_are_accepted_and_named(smoke: Path, tmp_path: Path) -> None:
+    raw = [edited(smoke, tmp_path, c, hostname="elsewhere") for c in CONFIGS]
+    proc = report_cli(tmp_path, *raw)
+    assert proc.returncode == 0, proc.stderr
+    assert "host `elsewhere`" in (tmp_path / "out" / "REPORT.md").read_text()
