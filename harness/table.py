@@ -17,7 +17,8 @@ def render_comparison(results: list[dict[str, Any]]) -> str:
         base = serial.get(name)
         ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "n/a"
         rows.append((name, r["strategy"], str(r["workers"]), f"{r['samples_per_s']:,.0f}", ratio,
-                     f"{r['final_loss']:.6f}", r["params_sha256"][:16]))
+                     "n/a" if r.get("final_loss") is None else f"{r['final_loss']:.6f}",
+                     r.get("params_sha256", "")[:16]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
