@@ -43,7 +43,7 @@ CONFIGS = {interp.name: interp for interp in _configurations()}
 MAIN_CONFIGS = [name for name in CONFIGS if name in toolchain.CONFIG_NAMES]
 
 
-def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str = "test") -> str:
+def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str = "test,mpi") -> str:
     """The configuration's venv python, created (or recreated when stale) with the project in it."""
     venv = ROOT / ".nox" / f"venv-{interp.name}"
     stamp = venv / ".ft-harness-stamp"

@@ -43,6 +43,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order", help="ordered | unordered (loader)")
     p.add_argument("--epochs", type=int, help="epochs (loader)")
     p.add_argument("--prefetch", type=int, help="batches in flight per worker (loader)")
+    p.add_argument("--hosts", help="hosts for the ranks, comma-separated, as mpiexec -hosts (mpi)")
+    p.add_argument("--hostfile", help="an MPI hostfile, as mpiexec -f (mpi)")
+    p.add_argument("--threads-per-rank", type=int, help="threads inside each rank (mpi)")
+    p.add_argument("--reduce", help="ordered | allreduce (mpi data-parallel)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -54,8 +58,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import execute, summary_line
-    result = execute(config_from_args(args))
-    print(json.dumps(result, indent=2) if args.json else summary_line(result))
+
+    def show(result: dict[str, Any]) -> None:
+        print(json.dumps(result, indent=2) if args.json else summary_line(result))
+
+    config = config_from_args(args)
+    if config.strategy == "mpi":  # ranks are processes of their own: launch them, or be one
+        from harness.mpi_launch import run_mpi
+        return run_mpi(config, args, show)
+    show(execute(config))
     return 0
 
 

@@ -16,6 +16,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 POLICIES = ("lock", "striped", "hogwild")
 AUGMENTS = ("numpy", "python")
 ORDERS = ("ordered", "unordered")
+REDUCES = ("ordered", "allreduce")
+MPI_OPTIONS = ("hosts", "hostfile", "threads_per_rank", "reduce")  # meaningful with strategy mpi only
 
 
 def parse_widths(model: str) -> tuple[int, ...]:
@@ -70,9 +72,15 @@ class RunConfig:
     order: str = "ordered"
     epochs: int = 1
     prefetch: int = 2
+    # mpi
+    hosts: str | None = None  # comma-separated, as mpiexec -hosts takes them
+    hostfile: str | None = None
+    threads_per_rank: int = 1
+    reduce: str = "ordered"
 
     def __post_init__(self) -> None:
-        for name in ("workers", "steps", "batch", "microbatches", "updates", "epochs", "prefetch"):
+        for name in ("workers", "steps", "batch", "microbatches", "updates", "epochs", "prefetch",
+                     "threads_per_rank"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
         _require(self.batch % self.microbatches == 0,
@@ -89,9 +97,25 @@ class RunConfig:
         _choice("policy", self.policy, POLICIES)
         _choice("augment", self.augment, AUGMENTS)
         _choice("order", self.order, ORDERS)
+        _choice("reduce", self.reduce, REDUCES)
+        self._check_mpi_options()
         parse_widths(self.model)
         _require(self.stripes is None or self.stripes <= self.parameters,
                  f"stripes={self.stripes} is more than the {self.parameters} parameters of model={self.model!r}")
+
+    def _check_mpi_options(self) -> None:
+        _require(not (self.hosts and self.hostfile), "hosts and hostfile: give one of them, not both")
+        for name in MPI_OPTIONS if self.strategy != "mpi" else ():
+            value = getattr(self, name)
+            _require(value == RunConfig.__dataclass_fields__[name].default,
+                     f"{name}={value!r} applies to strategy 'mpi' only")
+
+    def strategy_options(self) -> dict[str, object]:
+        """Keyword options of the strategy's constructor: only mpi takes more than start_method."""
+        if self.strategy != "mpi":
+            return {"start_method": self.start_method}
+        return {"start_method": self.start_method, "threads_per_rank": self.threads_per_rank,
+                "reduce": self.reduce}
 
     @property
     def widths(self) -> tuple[int, ...]:

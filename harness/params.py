@@ -100,6 +100,9 @@ class ParamStore:
 def open_store(strategy: Strategy, initial: np.ndarray, stripes: Sequence[slice],
                policy: str) -> ParamStore:
     """A store over a copy of `initial` in the strategy's shared memory, with its locks."""
+    own_store = getattr(strategy, "param_store", None)
+    if own_store is not None:  # workers without shared memory (MPI ranks): the strategy's own
+        return own_store(initial, stripes, locks_needed(policy, len(stripes)))
     params = strategy.shared_array(initial.shape, initial.dtype)
     params[...] = initial
     locks = [strategy.lock() for _ in range(locks_needed(policy, len(stripes)))]

@@ -15,7 +15,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     """Validate, run, and return the result; the strategy is always closed, even on error."""
     require_blas()
     workload = get_workload(config.workload)
-    with create(config.strategy, config.workers, start_method=config.start_method) as strategy:
+    with create(config.strategy, config.workers, **config.strategy_options()) as strategy:
         blas = blas_summary()  # read inside: the strategy has set the BLAS thread count
         measured = workload(config, strategy)
         info = strategy.info()

@@ -1,7 +1,7 @@
 """Parallelism strategies. Importing this package fills the registry."""
 
 from harness import HarnessError
-from strategies import asyncio_offload, blas, processes, serial, threads  # noqa: F401  (registration)
+from strategies import asyncio_offload, blas, mpi, processes, serial, threads  # noqa: F401  (registration)
 from strategies.base import REGISTRY, Strategy, get_strategy, register
 
 __all__ = ["REGISTRY", "Strategy", "get_strategy", "register", "create"]
