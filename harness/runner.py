@@ -26,10 +26,23 @@ def execute(config: RunConfig) -> dict[str, Any]:
     }
 
 
+# (result key, label, format) shown by the human summary when present and not None.
+SUMMARY_FIELDS = [
+    ("samples_per_s", "samples/s", "{:,.0f}"), ("updates_per_s", "updates/s", "{:,.0f}"),
+    ("wall_s", "wall", "{:.3f}s"), ("time_to_first_batch_s", "first batch", "{:.3f}s"),
+    ("stall_fraction", "stall", "{:.1%}"), ("peak_rss_mb", "peak RSS", "{:.0f} MB"),
+    ("final_loss", "final loss", "{:.4f}"), ("accuracy", "accuracy", "{:.3f}"),
+    ("lost_updates", "lost updates", "{:,}"), ("params_sha256", "params", "{:.12}"),
+    ("batches_sha256", "batches", "{:.12}"),
+]
+
+
 def summary_line(result: dict[str, Any]) -> str:
-    """A short human summary of a result."""
+    """A short human summary of any workload's result: the fields it has, in a fixed order."""
     interp = result["interpreter"]
-    return (f"{result['workload']} / {result['strategy']} x{result['workers']} on {interp['name']} "
-            f"(gil_enabled={interp['gil_enabled']}): {result['samples_per_s']:.0f} samples/s, "
-            f"wall {result['wall_s']:.3f}s, final loss {result['final_loss']:.4f}, "
-            f"accuracy {result['accuracy']:.3f}, params {result['params_sha256'][:12]}")
+    policy = f" [{result['policy']}]" if "policy" in result else ""
+    parts = [label + " " + fmt.format(result[key]) if label not in ("samples/s", "updates/s")
+             else fmt.format(result[key]) + " " + label
+             for key, label, fmt in SUMMARY_FIELDS if result.get(key) is not None]
+    return (f"{result['workload']}{policy} / {result['strategy']} x{result['workers']} on "
+            f"{interp['name']} (gil_enabled={interp['gil_enabled']}): " + ", ".join(parts))
