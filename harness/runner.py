@@ -44,5 +44,5 @@ def summary_line(result: dict[str, Any]) -> str:
     parts = [label + " " + fmt.format(result[key]) if label not in ("samples/s", "updates/s")
              else fmt.format(result[key]) + " " + label
              for key, label, fmt in SUMMARY_FIELDS if result.get(key) is not None]
-    return (f"{result['workload']}{policy} / {result['strategy']} x{result['workers']} on "
+    return (f"{result['workload']} / {result['strategy']} x{result['workers']}{policy} on "
             f"{interp['name']} (gil_enabled={interp['gil_enabled']}): " + ", ".join(parts))
