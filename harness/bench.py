@@ -10,8 +10,8 @@ pool is built lazily, on its first timed call and outside the timed region, so o
 that measures a cell pays for its pool; the time returned is the workload's own `wall_s` (its
 training or loading loop), summed over pyperf's loops.
 
-The manager writes the suite to `FILE.<pid>.tmp` and renames it over FILE at the very end:
-an interrupted bench leaves the previous FILE as it was.
+The manager writes the suite to a hidden temporary file next to FILE and renames it over FILE at
+the very end: an interrupted bench leaves the previous FILE as it was.
 """
 
 from __future__ import annotations

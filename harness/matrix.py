@@ -149,9 +149,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                *grid("data-parallel", _runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
                *grid("async-sgd", _runs(["threads"], [2]), ["lock", "striped", "hogwild"], ["tiny"]),
                *grid("loader", _runs(["threads", "processes"], [2]), ["python"])),
-        settings={"data-parallel": {"steps": 60}, "data-parallel/disk-python": {"steps": 4, "batch": 256},
+        # About 0.05-0.3 s per run; 3 processes x (1 warm-up + 3 values): the whole preset takes
+        # about 1 minute per configuration on 2 cores, mostly pyperf's process start-ups.
+        settings={"data-parallel": {"steps": 60}, "data-parallel/disk-python": {"steps": 2, "batch": 256},
                   "async-sgd": {"updates": 400, "batch": 64}, "loader": {"batch": 128}},
-        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1}, data_samples=1024),
+        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1}, data_samples=512),
     Preset(
         name="full",
         description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
