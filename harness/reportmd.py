@@ -144,10 +144,18 @@ def scaling_section(s: dict[str, Any]) -> str:
     return ("## Scaling fits\n\nCapacity C(N) = throughput with N workers ÷ throughput with one, fitted "
             "with Gunther's Universal Scalability Law C(N) = N / (1 + σ(N−1) + κN(N−1)) by least squares "
             "on N/C − 1 = σ(N−1) + κN(N−1); where the best κ is negative (or below 1e-9) the fit is Amdahl's law (κ = 0). "
-            "σ: contention (serial share), κ: coherency cost, N*: the worker count where USL capacity peaks. "
+            "σ: contention (serial share), κ: coherency cost, N*: the worker count where USL capacity peaks "
+            "(— where it has no peak past one worker). "
             "With 3 worker counts a 2-parameter law passes through every point: it summarises the curve, "
-            "it does not test the law.\n\n"
+            "it does not test the law." + oversubscribed(s) + "\n\n"
             + table(["config", "curve", "law", "σ", "κ", "N*", "R²", "measured → fitted"], rows))
+
+
+def oversubscribed(s: dict[str, Any]) -> str:
+    usable = s["environment"]["machine"]["cpu_usable"]
+    most = max(p["workers"] for f in s["scaling"] for p in f["curve"])
+    return (f" Worker counts above the {usable} usable CPUs oversubscribe them: there the curve "
+            "measures contention, not parallelism." if usable and most > usable else "")
 
 
 def async_section(s: dict[str, Any]) -> str:

@@ -35,10 +35,12 @@ class Fit:
 
     @property
     def peak(self) -> float | None:
-        """N* where capacity peaks (USL with κ > 0 and σ < 1), else None."""
+        """N* where capacity peaks, or None where it has no peak past one worker (κ = 0: it
+        levels off; N* < 1: it falls from the first added worker on)."""
         if self.kappa <= 0 or self.sigma >= 1:
             return None
-        return math.sqrt((1 - self.sigma) / self.kappa)
+        peak = math.sqrt((1 - self.sigma) / self.kappa)
+        return peak if peak >= 1 else None
 
     @property
     def parameters(self) -> int:

@@ -38,6 +38,11 @@ def test_a_slowdown_gives_a_serial_share_above_one() -> None:
     assert found is not None and found.sigma > 1 and found.capacity(2) < 1
 
 
+def test_a_curve_falling_from_the_start_has_no_peak() -> None:
+    found = fit([1, 2, 4], [usl(n, 0.5, 1.0) for n in (1, 2, 4)])  # N* = 0.7 < 1
+    assert found is not None and found.law == "USL" and found.peak is None
+
+
 @pytest.mark.parametrize(("workers", "capacity"), [
     ([1, 2], [1.0, 1.8]),  # two counts: nothing to fit
     ([1, 2, 2, 2], [1.0, 1.8, 1.7, 1.9]),  # repeats are not new counts
