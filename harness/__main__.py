@@ -162,7 +162,6 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 RAW_COMMANDS = ("bench",)
 
 
-
 def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
