@@ -115,7 +115,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def strategy_row(cls: Any) -> dict[str, Any]:
     ok, reason = cls.available()
     return {"name": cls.name, "available": ok, "reason": reason, "description": cls.description,
-            "uses_processes": cls.uses_processes, "bitwise_deterministic": cls.bitwise_deterministic}
+            "uses_processes": cls.uses_processes, "shares_memory": cls.shares_memory,
+            "bitwise_deterministic": cls.bitwise_deterministic}
 
 
 def cmd_env(args: argparse.Namespace) -> int:

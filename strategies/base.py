@@ -45,7 +45,6 @@ class Strategy(ABC):
     description: ClassVar[str] = ""
     uses_processes: ClassVar[bool] = False
     shares_memory: ClassVar[bool] = True  # workers see writes to shared_array without copying
-    free_threading_only: ClassVar[bool] = False
     bitwise_deterministic: ClassVar[bool] = True  # equal to serial bit for bit
 
     def __init__(self, workers: int = 1, *, start_method: str = "forkserver") -> None:
