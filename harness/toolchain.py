@@ -73,10 +73,6 @@ class Interpreter:
     config_args: str
     env: dict[str, str] = field(default_factory=dict)
 
-    def environ(self) -> dict[str, str]:
-        """The current environment (minus any inherited PYTHON_GIL) with this configuration's."""
-        return {**clean_environ(), **self.env}
-
 
 @dataclass(frozen=True)
 class Pair:
@@ -377,13 +373,6 @@ def other_pythons(exclude: list[Interpreter], minimum: tuple[int, int] = (3, 11)
                                  version=info["version"], py_gil_disabled=False,
                                  gil_enabled=info["gil_enabled"], config_args=info["config_args"]))
     return found
-
-
-def by_name(name: str, build: bool = False) -> Interpreter:
-    for interp in interpreters(build):
-        if interp.name == name:
-            return interp
-    raise ToolchainError(f"unknown configuration {name!r}; known: {', '.join(CONFIG_NAMES)}")
 
 
 def main(argv: list[str] | None = None) -> int:
