@@ -8,7 +8,8 @@ pyperf re-runs this same command with `--worker --worker-task=K ...` for every v
 process; each worker rebuilds the same matrix and pyperf skips all cells but the K-th. The cell's
 pool is built lazily, on its first timed call and outside the timed region, so only the worker
 that measures a cell pays for its pool; the time returned is the workload's own `wall_s` (its
-training or loading loop), summed over pyperf's loops.
+training or loading loop), summed over pyperf's loops. An mpi cell runs each loop as a
+`python -m harness run --strategy mpi` job instead (MpiCellBench), and also returns its `wall_s`.
 
 The manager writes the suite to a hidden temporary file next to FILE and renames it over FILE at
 the very end: an interrupted bench leaves the previous FILE as it was.
@@ -17,7 +18,10 @@ the very end: an interrupted bench leaves the previous FILE as it was.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ import pyperf
 
 from harness import HarnessError, measure
 from harness.config import RunConfig
+from harness.envinfo import gil_enabled
 from harness.matrix import DATA_SEED, DATA_SHAPE, PRESETS, Cell, Plan, Preset, Selection, get_preset, plan, spec_for
 from harness.workloads import get_workload
 from strategies import Strategy, create
@@ -79,31 +84,47 @@ def selection_of(args: argparse.Namespace) -> Selection:
 # ---- one cell in one worker process --------------------------------------------------------------
 
 class CellBench:
-    """The time function of one cell: fn(loops) -> seconds spent in the workload's timed loop."""
+    """The time function of one cell: fn(loops) -> seconds spent in the workload's timed loop.
+    The workload runs here, on a pool opened once (outside any timing) by the first call."""
 
     def __init__(self, cell: Cell, config: RunConfig) -> None:
         self.cell, self.config, self.spec = cell, config, spec_for(cell.workload)
         self.units = self.spec.units(config)
         self.workload = get_workload(cell.workload)
         self.strategy: Strategy | None = None
+        self.opened = False
 
     def __call__(self, loops: int) -> float:
-        strategy = self.strategy or self._open()
+        if not self.opened:
+            self._open()
         total = 0.0
         for _ in range(loops):
-            result = self.workload(self.config, strategy)
+            result = self._run(self.config)
             self._check(result)
-            measure.record_run(result, self.spec.digest_key, blas_summary())
+            measure.record_run(result, self.spec.digest_key, *self._context(result))
             total += result["wall_s"]
         return total
 
-    def _open(self) -> Strategy:
-        """The pool (outside any timing), and the workload's untimed probe if it has one."""
-        self.strategy = create(self.cell.strategy, self.cell.workers, start_method=self.config.start_method)
+    def _open(self) -> None:
+        """The pool, and the workload's untimed probe if it has one."""
+        self.opened = True
+        self._start()
         if self.spec.probe:
             probe = RunConfig(**{**self.config.as_dict(), **self.spec.probe})
-            measure.record_probe(self.workload(probe, self.strategy))
-        return self.strategy
+            measure.record_probe(self._run(probe))
+
+    def _start(self) -> None:
+        self.strategy = create(self.cell.strategy, self.cell.workers, **self.config.strategy_options())
+
+    def _run(self, config: RunConfig) -> dict[str, Any]:
+        assert self.strategy is not None
+        return self.workload(config, self.strategy)
+
+    def _context(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Where the run happened: BLAS, the strategy's info, whether the GIL was on."""
+        assert self.strategy is not None
+        info = {"bitwise": self.strategy.bitwise_deterministic, **self.strategy.info()}
+        return blas_summary(), info, gil_enabled()
 
     def _check(self, result: dict[str, Any]) -> None:
         done = result[self.spec.units_key]
@@ -114,6 +135,46 @@ class CellBench:
     def close(self) -> None:
         if self.strategy is not None:
             self.strategy.close()
+
+
+class MpiCellBench(CellBench):
+    """An mpi cell. A pyperf worker cannot host MPI ranks (mpiexec starts them as processes of
+    their own), so each run is `python -m harness run --strategy mpi ... --json` in a subprocess,
+    whose launcher starts the job; the value is still the run's own `wall_s` (its training loop),
+    not the job's start-up, and its facts come from the ranks' result, not from this process."""
+
+    def _start(self) -> None:
+        pass  # no pool lives here: every run starts its own job
+
+    def _run(self, config: RunConfig) -> dict[str, Any]:
+        command = [sys.executable, "-m", "harness", "run", *run_options(config), "--json"]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise HarnessError(f"{self.cell.name}: `{shlex.join(command)}` exited with status "
+                               f"{proc.returncode}: {last}")
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def _context(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        return result["blas"], result["strategy_info"], result["interpreter"]["gil_enabled"]
+
+
+def cell_bench(cell: Cell, config: RunConfig) -> CellBench:
+    return MpiCellBench(cell, config) if cell.strategy == "mpi" else CellBench(cell, config)
+
+
+def run_options(config: RunConfig) -> list[str]:
+    """`run`'s options for the fields that differ from RunConfig's defaults (every field has
+    one: `--train-samples` for train_samples); str of a float round-trips exactly."""
+    options: list[str] = []
+    for key, value in config.as_dict().items():
+        if value == RunConfig.__dataclass_fields__[key].default:
+            continue
+        options.append("--" + key.replace("_", "-"))
+        if value is not True:
+            options.append(str(value))
+    return options
 
 
 # ---- the manager: progress, data, output ----------------------------------------------------------
@@ -191,13 +252,16 @@ def make_runner(argv: list[str]) -> pyperf.Runner:
 
 
 def prepare_manager(runner: pyperf.Runner, args: argparse.Namespace, preset: Preset, todo: Plan) -> None:
-    """Only the manager: pass-through variables, the hook, the data set, the skip notes."""
+    """Only the manager: the skip notes (first: they explain an empty plan), pass-through
+    variables, the hook, the data set."""
+    for cell, reason in todo.skipped:
+        print(f"skipped {cell.name}: {reason}", flush=True)
+    if not todo.cells:
+        raise HarnessError("nothing to measure: every cell was skipped")
     args.inherit_environ = measure.inherit_environ(os.environ, args.inherit_environ)
     args.hook = list(dict.fromkeys([*(args.hook or []), measure.HOOK_NAME]))
     if preset.uses_data(todo.cells):
         ensure_data(args.data_dir, preset)
-    for cell, reason in todo.skipped:
-        print(f"skipped {cell.name}: {reason}", flush=True)
 
 
 def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
@@ -207,7 +271,7 @@ def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
         config = preset.config(cell, data_dir)
         if progress:
             progress.before(cell.name)
-        bench = CellBench(cell, config)
+        bench = cell_bench(cell, config)
         try:
             result = runner.bench_time_func(cell.name, bench, inner_loops=bench.units,
                                             metadata=measure.cell_metadata(cell, config))
@@ -232,8 +296,6 @@ def main(argv: list[str]) -> int:
     if args.worker:
         run_cells(runner, preset, todo, args.data_dir, None)
         return 0
-    if not todo.cells:
-        raise HarnessError("nothing to measure: every cell was skipped")
     prepare_manager(runner, args, preset, todo)
     progress = Progress(len(todo.cells))
     benchmarks = run_cells(runner, preset, todo, args.data_dir, progress)

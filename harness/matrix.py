@@ -3,7 +3,9 @@
 A cell is one (workload, strategy, workers[, variant][, model]) combination; its benchmark name is
 `workload/strategy/wN[/variant][/model]`, where the variant is the workload's own knob (async-sgd:
 the update policy; loader: the augmentation; data-parallel: `disk-<augment>` when batches come
-from the on-disk set through the loader, nothing when they come from memory).
+from the on-disk set through the loader, nothing when they come from memory) or, for a workload
+whose plain form has no variant (data-parallel), a strategy's own knob (STRATEGY_VARIANTS: mpi's
+`allreduce` reduction, `t2` = two threads per rank).
 
 Adding a workload to the bench is one entry in SPECS plus its cells in a preset.
 Standard library and harness only: no pyperf here (the report parses names with it too).
@@ -56,12 +58,26 @@ SPECS: dict[str, WorkloadSpec] = {
 }
 
 
+# A strategy's knobs as variants, named apart from every workload variant and model name. They
+# apply only where the workload's plain form has no variant: a cell has one variant slot, and
+# async-sgd's and the loader's always hold their policy or augmentation.
+STRATEGY_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "mpi": {"allreduce": {"reduce": "allreduce"}, "t2": {"threads_per_rank": 2}},
+}
+
+
 def spec_for(workload: str) -> WorkloadSpec:
     try:
         return SPECS[workload]
     except KeyError:
         raise HarnessError(f"workload {workload!r} has no bench spec; known: {', '.join(SPECS)} "
                            "(add one to harness.matrix.SPECS)") from None
+
+
+def variants_for(workload: str, strategy: str) -> dict[str, dict[str, Any]]:
+    """The variants a cell of this workload and strategy may have -> their RunConfig fields."""
+    own = spec_for(workload).variants
+    return {**own, **STRATEGY_VARIANTS.get(strategy, {})} if "" in own else own
 
 
 @dataclass(frozen=True, order=True)
@@ -82,6 +98,13 @@ class Cell:
         """The curve this cell lies on: the strategy, and the variant where there is one."""
         return f"{self.strategy}/{self.variant}" if self.variant else self.strategy
 
+    @property
+    def baseline(self) -> Cell:
+        """Its serial counterpart: serial, one worker, the same workload variant and model (a
+        strategy's own variant has no serial counterpart: the baseline is the plain cell)."""
+        variant = self.variant if self.variant in spec_for(self.workload).variants else ""
+        return Cell(self.workload, "serial", 1, variant, self.model)
+
 
 def parse_name(name: str) -> Cell:
     """The inverse of Cell.name; variant names never look like model names (tiny, 64-32-10)."""
@@ -89,7 +112,7 @@ def parse_name(name: str) -> Cell:
     if len(parts) < 3 or not parts[2].startswith("w") or not parts[2][1:].isdigit():
         raise HarnessError(f"benchmark name {name!r} is not workload/strategy/wN[/variant][/model]")
     workload, strategy, workers, rest = parts[0], parts[1], int(parts[2][1:]), parts[3:]
-    variant = rest.pop(0) if rest and rest[0] in spec_for(workload).variants else ""
+    variant = rest.pop(0) if rest and rest[0] in variants_for(workload, strategy) else ""
     model = rest.pop(0) if rest else ""
     if rest:
         raise HarnessError(f"benchmark name {name!r} has extra parts: {'/'.join(rest)}")
@@ -111,12 +134,12 @@ class Preset:
 
     def fields(self, cell: Cell) -> dict[str, Any]:
         """The RunConfig fields of one cell (data still as the DATA placeholder)."""
-        spec = spec_for(cell.workload)
-        if cell.variant not in spec.variants:
-            raise HarnessError(f"{cell.workload} has no variant {cell.variant!r}; known: "
-                               f"{', '.join(v or '(none)' for v in spec.variants)}")
+        spec, variants = spec_for(cell.workload), variants_for(cell.workload, cell.strategy)
+        if cell.variant not in variants:
+            raise HarnessError(f"{cell.workload} under {cell.strategy} has no variant {cell.variant!r}; "
+                               f"known: {', '.join(v or '(none)' for v in variants)}")
         model = {"model": cell.model} if spec.uses_model and cell.model else {}
-        return {"seed": self.seed, **self.settings.get(cell.workload, {}), **spec.variants[cell.variant],
+        return {"seed": self.seed, **self.settings.get(cell.workload, {}), **variants[cell.variant],
                 **self.settings.get(f"{cell.workload}/{cell.variant}", {}), **model,
                 "workload": cell.workload, "strategy": cell.strategy, "workers": cell.workers}
 
@@ -144,8 +167,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         name="quick",
         description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
                     "the three update policies and the Python-augmented loader; minutes",
+        # mpi once: each of its runs is a whole mpiexec job (about 1.5 s here), 12 per cell
         cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2),
-                                                                     ("blas", 2)], models=["tiny"]),
+                                                                     ("blas", 2), ("mpi", 2)], models=["tiny"]),
                *grid("data-parallel", _runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
                *grid("async-sgd", _runs(["threads"], [2]), ["lock", "striped", "hogwild"], ["tiny"]),
                *grid("loader", _runs(["threads", "processes"], [2]), ["python"])),
@@ -157,12 +181,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         name="full",
         description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
-                    "augmentation, pyperf's default 20 processes; for real studies (hours on 2 cores)",
-        cells=(*grid("data-parallel", _runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
+                    "augmentation, mpi's Allreduce and 2-thread hybrid, pyperf's default 20 processes; "
+                    "for real studies (hours on 2 cores)",
+        cells=(*grid("data-parallel", _runs(["threads", "processes", "asyncio", "blas", "mpi"], [1, 2, 4]),
                      models=["tiny", "large"]),
+               # mpi's own knobs: Allreduce where there is something to reduce between ranks, and
+               # N ranks x 2 threads, to set against 2N processes or threads
+               *grid("data-parallel", [("mpi", 2), ("mpi", 4)], ["allreduce"], ["tiny", "large"]),
+               *grid("data-parallel", [("mpi", 1), ("mpi", 2)], ["t2"], ["tiny", "large"]),
                *grid("data-parallel", _runs(["threads", "processes"], [1, 2, 4]),
                      ["disk-python", "disk-numpy"], ["784-64-10"]),
-               *grid("async-sgd", _runs(["threads", "processes"], [1, 2, 4]),
+               *grid("async-sgd", _runs(["threads", "processes", "mpi"], [1, 2, 4]),
                      ["lock", "striped", "hogwild"], ["tiny", "large"]),
                *grid("loader", _runs(["threads", "processes"], [1, 2, 4]), ["python", "numpy"])),
         settings={"data-parallel": {"steps": 200}, "data-parallel/disk-python": {"steps": 16, "batch": 256},
@@ -224,12 +253,14 @@ def _product(preset: Preset, selection: Selection, workload: str) -> list[Cell]:
     spec, own = spec_for(workload), [c for c in preset.cells if c.workload == workload]
     runs = _pairs([(c.strategy, c.workers) for c in own] or [("serial", 1)],
                   selection.strategies, selection.workers)
-    variants = None if selection.variants is None else [v for v in selection.variants if v in spec.variants]
+    known = {v for s, _ in runs for v in variants_for(workload, s)}
+    variants = None if selection.variants is None else [v for v in selection.variants if v in known]
     shapes = _pairs([(c.variant, c.model) for c in own] or [(next(iter(spec.variants)), "tiny")],
                     variants, selection.models if spec.uses_model else None)
-    cells = (Cell(workload, s, w, v, m) for v, m in shapes for s, w in runs)
-    # serial uses one thread whatever it is told: only its w1 cell is a measurement
-    return list(dict.fromkeys(c for c in cells if c.strategy != "serial" or c.workers == 1))
+    # serial uses one thread whatever it is told: its one cell is w1 (the baseline of the others)
+    cells = (Cell(workload, s, 1 if s == "serial" else w, v, m) for v, m in shapes for s, w in runs)
+    # a strategy's own variant goes with that strategy only (no threads/allreduce)
+    return list(dict.fromkeys(c for c in cells if c.variant in variants_for(workload, c.strategy)))
 
 
 def _pairs(pairs: list[tuple[Any, Any]], firsts: Sequence[Any] | None,

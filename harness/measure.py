@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from harness import __version__
 from harness.config import RunConfig
-from harness.envinfo import CONFIG_ENV, cpu_info, gil_enabled, interpreter_info, numpy_info
+from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.matrix import Cell, Preset, Selection, spec_for
 
 PREFIX = "ft_"
@@ -27,6 +27,10 @@ HOOK_NAME = "ft-harness"
 # Results copied into the run's metadata when a workload returns them (None values are dropped).
 FACT_KEYS = ("final_loss", "accuracy", "stall_fraction", "time_to_first_batch_s", "peak_rss_mb",
              "lost_updates", "lost_fraction", "stripes", "locks")
+# The strategy's facts kept likewise. bitwise: whether it keeps serial's reduction order (False:
+# blas, and mpi's Allreduce; so a digest that differs from serial is expected there); the rest
+# are mpi's (ranks x threads per rank, the reduction, the library and the thread level it gave).
+INFO_KEYS = ("bitwise", "ranks", "threads_per_rank", "reduce", "mpi_library", "thread_level_provided")
 
 
 def inherit_environ(environ: Mapping[str, str], already: list[str] | None) -> list[str]:
@@ -83,11 +87,15 @@ def prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
 FACTS: dict[str, Any] = {}  # one pyperf worker process measures one cell: module state is enough
 
 
-def record_run(result: Mapping[str, Any], digest_key: str, blas: Mapping[str, Any]) -> None:
-    """Keep what the latest run of this process found, for the hook to write into its metadata."""
+def record_run(result: Mapping[str, Any], digest_key: str, blas: Mapping[str, Any],
+               info: Mapping[str, Any], gil: bool) -> None:
+    """Keep what the latest run of this process found, for the hook to write into its metadata.
+    blas, info (the strategy's) and gil describe the process(es) that ran it: this one, or the
+    ranks of an mpi job."""
     FACTS.update(prefixed({key: result.get(key) for key in FACT_KEYS}))
+    FACTS.update(prefixed({key: info.get(key) for key in INFO_KEYS}))
     FACTS.update(prefixed({"digest": result[digest_key], "digest_kind": digest_key,
-                           "blas_threads": blas.get("threads"), "gil_enabled": gil_enabled()}))
+                           "blas_threads": blas.get("threads"), "gil_enabled": gil}))
 
 
 def record_probe(result: Mapping[str, Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,7 +22,7 @@ from harness.rawdata import Measurement, RawFile, compare
 from harness.scaling import fit
 
 FORMAT = "ft-harness-report/1"
-STRATEGY_ORDER = ("serial", "threads", "processes", "asyncio", "blas")
+STRATEGY_ORDER = ("serial", "threads", "processes", "mpi", "asyncio", "blas")  # others after, by name
 
 
 class Index:
@@ -40,8 +39,8 @@ class Index:
         return self.by_key.get((config, cell))
 
     def serial(self, config: str, cell: Cell) -> Measurement | None:
-        """The baseline of a cell: serial, one worker, same workload, variant and model."""
-        return self.get(config, replace(cell, strategy="serial", workers=1))
+        """The baseline of a cell: serial, one worker, same workload variant and model."""
+        return self.get(config, cell.baseline)
 
     def cells(self) -> list[Cell]:
         return list(dict.fromkeys(m.cell for m in self.all))
@@ -159,19 +158,30 @@ def row(index: Index, m: Measurement) -> dict[str, Any]:
     return {"configuration": m.config, "name": m.cell.name, "workload": m.cell.workload, "series": m.cell.series,
             "strategy": m.cell.strategy, "workers": m.cell.workers, "variant": m.cell.variant,
             "model": m.cell.model, "unit": m.meta.get("ft_unit"), "mean_s": m.mean, "stdev_s": m.stdev,
+            "workload_variant": m.cell.baseline.variant, "threads": threads(m),
             "values": len(m.values), "rate_per_s": m.rate, "is_baseline": same is m,
             "vs_serial": vs_same, "vs_serial_default": vs_default,
-            "efficiency": speedup / m.cell.workers if speedup is not None else None,
+            "efficiency": speedup / threads(m) if speedup is not None else None,
             **digest_facts(m, same)}
 
 
+def threads(m: Measurement) -> int:
+    """The threads a cell computes with in all: its workers, times the threads in each of mpi's
+    ranks (a hybrid mpi/t2 cell at w2 uses 4), so efficiency compares like with like."""
+    per_worker = json.loads(m.meta["ft_run_config"]).get("threads_per_rank", 1)
+    return m.cell.workers * int(per_worker)
+
+
 def digest_facts(m: Measurement, serial: Measurement | None) -> dict[str, Any]:
-    """The determinism digest of every process's last run: one value, or how many distinct."""
+    """The determinism digest of every process's last run: one value, or how many distinct; and
+    whether the strategy claims serial's reduction order (False for blas and mpi's Allreduce,
+    whose digests may differ from serial's by design; None in raw files that do not say)."""
     mine = sorted(set(m.run_facts("ft_digest")))
     theirs = sorted(set(serial.run_facts("ft_digest"))) if serial is not None else []
     agrees = (mine == theirs) if len(mine) == 1 and len(theirs) == 1 else None
+    claims = set(m.run_facts("ft_bitwise"))
     return {"digest": mine[0][:12] if len(mine) == 1 else None, "distinct_digests": len(mine),
-            "digest_matches_serial": agrees}
+            "digest_matches_serial": agrees, "bitwise": all(claims) if claims else None}
 
 
 def single_thread_cost(index: Index) -> list[dict[str, Any]]:
@@ -253,8 +263,9 @@ def missing_cells(index: Index) -> list[dict[str, Any]]:
 
 def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     """Data-parallel training from memory, first model: throughput and speed-up vs serial on the
-    default build, every strategy and worker count by configuration."""
-    rows = [r for r in summary["workloads"].get("data-parallel", []) if not r["variant"]]
+    default build, every strategy (with its own variants: mpi/allreduce) and worker count by
+    configuration."""
+    rows = [r for r in summary["workloads"].get("data-parallel", []) if not r["workload_variant"]]
     if not rows:
         return None
     model = rows[0]["model"]

@@ -119,17 +119,21 @@ def baseline_or(r: dict[str, Any], comparison: dict[str, Any] | None) -> str:
 
 
 def digest_cell(r: dict[str, Any]) -> str:
+    claim = " (not bitwise by design)" if r["bitwise"] is False else ""
     if r["digest"] is None:
-        return f"varies ({r['distinct_digests']} distinct)" if r["distinct_digests"] else "—"
+        return f"varies ({r['distinct_digests']} distinct){claim}" if r["distinct_digests"] else "—"
     verdict = {True: "= serial", False: "differs", None: ""}[r["digest_matches_serial"]]
-    return f"`{r['digest']}` {verdict}".rstrip() if not r["is_baseline"] else f"`{r['digest']}`"
+    return f"`{r['digest']}` {verdict}".rstrip() + claim if not r["is_baseline"] else f"`{r['digest']}`"
 
 
 def workloads_section(s: dict[str, Any]) -> str:
     parts = [workload_section(s, w, rows) for w, rows in s["workloads"].items()]
-    legend = ("Efficiency = speed-up against serial on the same configuration ÷ workers. "
+    legend = ("Efficiency = speed-up against serial on the same configuration ÷ threads in all "
+              "(the workers; for mpi, ranks × threads per rank: `mpi/t2` runs 2 threads in each rank). "
               "Digest: the determinism digest (parameters or delivered batches) of each process's last "
-              "run; `= serial` where it is bitwise the serial one. ⚠: standard deviation above 10 % of "
+              "run; `= serial` where it is bitwise the serial one; *not bitwise by design* where the "
+              "strategy sums in another order than serial (blas, mpi's `allreduce`), so a difference "
+              "there is expected, not a fault. ⚠: standard deviation above 10 % of "
               "the mean, where pyperf itself warns that the result may be unstable.")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)
 

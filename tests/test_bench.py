@@ -14,10 +14,11 @@ import pytest
 
 from harness import HarnessError
 from harness.matrix import PRESETS, SPECS, Cell, Selection, get_preset, parse_name, plan, select
+from strategies.mpi import Mpi
 from harness.measure import inherit_environ
 from tests.smoke_bench import ROOT, bench_command, bench_env, run_bench, smoke_bench
 
-NAME = re.compile(r"^[a-z-]+/[a-z]+/w\d+(/[a-z-]+)?(/[a-z0-9-]+)?$")
+NAME = re.compile(r"^[a-z-]+/[a-z]+/w\d+(/[a-z0-9-]+)?(/[a-z0-9-]+)?$")
 RUN_FACTS = ("ft_digest", "ft_gil_enabled", "ft_blas_threads")
 BENCH_FACTS = ("ft_config", "ft_python_version", "ft_py_gil_disabled", "ft_numpy", "ft_blas_library",
                "ft_blas_version", "ft_cpu_model", "ft_cpu_logical", "ft_cpu_physical", "ft_preset",
@@ -56,9 +57,12 @@ def test_every_registered_workload_has_a_bench_spec() -> None:
 def test_quick_preset_covers_every_workload_and_strategy_and_runs_here(tmp_path: Path) -> None:
     quick = get_preset("quick")
     todo = plan(quick, Selection(), str(tmp_path))
-    assert todo.skipped == [] and len(todo.cells) == len(quick.cells)
+    mpi_ok, why_not = Mpi.available()  # the one optional strategy: skipped, with its reason, without mpi4py
+    assert [(c.name, reason) for c, reason in todo.skipped] == (
+        [] if mpi_ok else [("data-parallel/mpi/w2/tiny", why_not)])
+    assert len(todo.cells) + len(todo.skipped) == len(quick.cells)
     assert {c.workload for c in quick.cells} == set(SPECS)
-    assert {c.strategy for c in quick.cells} == {"serial", "threads", "processes", "asyncio", "blas"}
+    assert {c.strategy for c in quick.cells} == {"serial", "threads", "processes", "asyncio", "blas", "mpi"}
     threads = {c.workers for c in quick.cells if c.workload == "data-parallel" and c.series == "threads"}
     assert len(threads) >= 3  # a scaling fit needs three worker counts
 
@@ -71,6 +75,48 @@ def test_explicit_lists_replace_their_side_of_the_presets_pairs() -> None:
     models = select(get_preset("quick"), Selection(workloads=("loader", "async-sgd"), models=("large",)))
     assert {c.model for c in models if c.workload == "async-sgd"} == {"large"}
     assert {c.model for c in models if c.workload == "loader"} == {""}  # no model there
+
+
+def test_serial_given_other_worker_counts_is_still_its_one_w1_baseline() -> None:
+    cells = select(get_preset("quick"), Selection(workloads=("data-parallel",), strategies=("serial", "mpi"),
+                                                  workers=(2,), variants=("",)))
+    assert [c.name for c in cells] == ["data-parallel/serial/w1/tiny", "data-parallel/mpi/w2/tiny"]
+
+
+def test_mpis_own_variants_go_with_mpi_only_and_their_baseline_is_the_plain_serial_cell() -> None:
+    cells = select(get_preset("full"), Selection(workloads=("data-parallel",), strategies=("threads", "mpi"),
+                                                 workers=(2,), variants=("allreduce", "t2"), models=("tiny",)))
+    assert [c.name for c in cells] == ["data-parallel/mpi/w2/allreduce/tiny", "data-parallel/mpi/w2/t2/tiny"]
+    assert {c.baseline.name for c in cells} == {"data-parallel/serial/w1/tiny"}
+    assert parse_name("data-parallel/mpi/w2/t2/tiny") == cells[1]
+    fields = get_preset("full").fields
+    assert (fields(cells[0])["reduce"], fields(cells[1])["threads_per_rank"]) == ("allreduce", 2)
+    with pytest.raises(HarnessError, match="under threads has no variant 'allreduce'"):
+        fields(Cell("data-parallel", "threads", 2, "allreduce", "tiny"))
+    # a workload whose variant slot holds its own knob has no room for mpi's
+    assert parse_name("async-sgd/mpi/w2/lock/tiny").variant == "lock"
+    with pytest.raises(HarnessError, match="has extra parts"):
+        parse_name("async-sgd/mpi/w2/allreduce/tiny")
+
+
+def test_full_preset_has_mpi_beside_the_other_strategies() -> None:
+    names = {c.name for c in get_preset("full").cells}
+    for workers in (1, 2, 4):
+        assert {f"data-parallel/mpi/w{workers}/{m}" for m in ("tiny", "large")} <= names
+        assert {f"async-sgd/mpi/w{workers}/{p}/tiny" for p in ("lock", "striped", "hogwild")} <= names
+    assert {"data-parallel/mpi/w2/allreduce/large", "data-parallel/mpi/w2/t2/large"} <= names
+
+
+def test_an_mpi_cell_runs_its_config_through_the_run_command_unchanged() -> None:
+    from harness.__main__ import build_parser, config_from_args
+    from harness.bench import run_options
+    preset = get_preset("full")
+    for cell in (Cell("data-parallel", "mpi", 2, "t2", "large"), Cell("async-sgd", "mpi", 4, "striped", "tiny")):
+        config = preset.config(cell, "/unused")
+        assert config_from_args(build_parser().parse_args(["run", *run_options(config)])) == config
+    probe = preset.config(Cell("async-sgd", "mpi", 2, "hogwild", "tiny"), "/unused")
+    probe = type(probe)(**{**probe.as_dict(), "probe": True, "lr": 0.1 / 3})
+    assert config_from_args(build_parser().parse_args(["run", *run_options(probe)])) == probe
 
 
 def test_a_model_that_cannot_read_the_images_is_skipped_with_its_reason(tmp_path: Path) -> None:
