@@ -199,6 +199,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                   "async-sgd": {"updates": 2000, "batch": 64}, "loader": {"batch": 128}},
         pyperf={"processes": 20, "values": 3, "warmups": 1, "loops": 1}, data_samples=4096),
     Preset(
+        name="scaling",
+        description="scaling curves for machines with 8 or more cores: 1 to 16 workers, each step "
+                    "split into 64 microbatches of 64 rows (16 workers still get 4 each); minutes",
+        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4, 8, 16])
+                     + [("processes", w) for w in (2, 4, 8, 16)] + [("mpi", w) for w in (2, 8, 16)]
+                     + [("asyncio", 16)],
+                     models=["tiny"]),
+               # a model where NumPy's kernels, not Python, take most of the time; BLAS threads compete
+               *grid("data-parallel", _runs(["threads", "blas"], [4, 16]) + [("processes", 16), ("mpi", 16)],
+                     models=["small"]),
+               *grid("loader", _runs(["threads", "processes"], [2, 4, 8, 16]), ["python"]),
+               *grid("async-sgd", _runs(["threads"], [4, 16]), ["lock", "hogwild"], ["tiny"])),
+        # batch 4096 = 64 x 64 rows: the same microbatch size as the default 1024 = 16 x 64
+        settings={"data-parallel": {"steps": 20, "batch": 4096, "microbatches": 64},
+                  "async-sgd": {"updates": 400, "batch": 64}, "loader": {"batch": 128}},
+        # each mpi run is a whole mpiexec job (1-2 s): 9 runs per cell, not the quick preset's 12
+        pyperf={"processes": 3, "values": 2, "warmups": 1, "loops": 1}, data_samples=2048),
+    Preset(
         name="smoke",
         description="a few very short cells for the test suite: checks plumbing, not speed",
         cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 3]), models=["tiny"]),

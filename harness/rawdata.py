@@ -8,6 +8,7 @@ machine, preset, settings or harness version; one configuration twice) are refus
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,17 +134,28 @@ def check_compatible(files: list[RawFile]) -> None:
 # ---- comparisons: pyperf's own test -------------------------------------------------------------
 
 def significance(a: Sequence[float], b: Sequence[float]) -> tuple[bool | None, float | None]:
-    """pyperf's two-tailed Student t-test at 95 % (what `pyperf compare_to` uses), or (None, None)
-    where it cannot be applied: unequal numbers of values (pyperf's compare_to would then call the
-    difference significant, a FIXME in pyperf; we say "not tested"), or no variance at all."""
+    """A two-tailed t-test at 95 %: pyperf's own Student test (what `pyperf compare_to` uses) where
+    both sides have as many values, Welch's where they do not (pyperf's would fail: its FIXME), as
+    when one configuration was re-run with other `-p`/`-n`. (None, None) where no test applies:
+    under two values on a side, or no variance at all."""
     from pyperf._utils import is_significant  # the helper behind pyperf compare_to
-    if len(a) != len(b) or len(a) < 2:
+    if min(len(a), len(b)) < 2:
         return None, None
     try:
-        significant, t_score = is_significant(list(a), list(b))
+        significant, t_score = is_significant(list(a), list(b)) if len(a) == len(b) else welch(a, b)
     except ZeroDivisionError:
         return None, None
     return bool(significant), float(t_score)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[bool, float]:
+    """Welch's unequal-variances t-test; its degrees of freedom are rounded down, which can only
+    make the test stricter (a larger critical value)."""
+    from pyperf._utils import tdist95conf_level  # the same t table as pyperf's own test
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t_score = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
+    freedom = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return abs(t_score) >= tdist95conf_level(max(1, math.floor(freedom))), t_score
 
 
 def compare(base: Measurement, other: Measurement) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def intro(s: dict[str, Any]) -> str:
             f"{st['loops']} run each. A value is the time of the workload's timed loop divided by the "
             "units of work it did (samples or updates), so throughputs compare across worker counts. "
             "Speed-ups are ratios of mean time per unit; each is tested with pyperf's own two-tailed "
-            "t-test at 95 % (the test behind `pyperf compare_to`). A difference that fails the test is "
+            "t-test at 95 % (the test behind `pyperf compare_to`; Welch's t-test where two benchmarks have "
+            "different numbers of values). A difference that fails the test is "
             "written **not significant** and never as a speed-up.")
 
 

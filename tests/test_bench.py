@@ -107,6 +107,18 @@ def test_full_preset_has_mpi_beside_the_other_strategies() -> None:
     assert {"data-parallel/mpi/w2/allreduce/large", "data-parallel/mpi/w2/t2/large"} <= names
 
 
+def test_scaling_preset_reaches_16_workers_with_whole_microbatches_for_each() -> None:
+    scaling = get_preset("scaling")
+    cells = [c for c in scaling.cells if c.workload == "data-parallel"]
+    for series in ("threads", "processes", "mpi"):
+        assert max(c.workers for c in cells if c.series == series) == 16
+    assert len({c.workers for c in cells if c.series == "threads" and c.model == "tiny"}) >= 3  # a fit
+    assert {c.workload for c in scaling.cells} == set(SPECS)
+    for cell in cells:  # 16 workers still get several microbatches of the default 64 rows each
+        config = scaling.config(cell, "unused")
+        assert config.batch // config.microbatches == 64 and config.microbatches >= 4 * cell.workers
+
+
 def test_an_mpi_cell_runs_its_config_through_the_run_command_unchanged() -> None:
     from harness.__main__ import build_parser, config_from_args
     from harness.bench import run_options

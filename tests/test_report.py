@@ -15,6 +15,7 @@ from typing import Any
 import pyperf
 import pytest
 
+from harness import rawdata
 from harness.matrix import Cell
 from harness.rawdata import Measurement, compare, speedup_label
 from harness.report import report_command
@@ -148,8 +149,18 @@ def test_not_significant_is_never_shown_as_a_number() -> None:
     assert same["significant"] is False and speedup_label(same) == "not significant"
     double = compare(measurement([2.0, 2.01, 1.99, 2.0]), measurement([1.0, 1.01, 0.99, 1.0]))
     assert double["significant"] is True and speedup_label(double) == "2.00x"
-    uneven = compare(measurement([1.0, 1.1, 0.9, 1.0]), measurement([1.0, 1.1, 0.9]))
-    assert uneven["significant"] is None and speedup_label(uneven) == "not tested"
+    lonely = compare(measurement([1.0, 1.1, 0.9, 1.0]), measurement([1.0]))
+    assert lonely["significant"] is None and speedup_label(lonely) == "not tested"
+
+
+def test_unequal_numbers_of_values_get_welchs_test() -> None:
+    """E.g. one configuration re-run with `-p 2`: worked by hand, a = 1,2,3,4 (mean 2.5, s² 5/3),
+    b = 10,11,12 (mean 11, s² 1): t = -8.5 / sqrt(5/12 + 1/3) = -9.815, Welch df = 4.96 -> 4,
+    critical 2.776: significant; and two samples from the same spread are not."""
+    apart, t_score = rawdata.significance([1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0])
+    assert apart is True and t_score == pytest.approx(-8.5 / math.sqrt(0.75))
+    assert rawdata.significance([1.0, 1.1, 0.9, 1.0], [1.0, 1.1, 0.9])[0] is False
+    assert rawdata.significance([1.0, 1.0, 1.0], [2.0, 2.0])[0] is None  # no spread: no test
 
 
 def test_single_thread_cost_is_the_extra_time_of_serial_in_percent(smoke: Path, summary: dict[str, Any]) -> None:
