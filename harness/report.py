@@ -86,17 +86,23 @@ def provenance(files: list[RawFile]) -> dict[str, Any]:
                        "benchmarks": len(f.measurements)} for f in files]}
 
 
+def run_shape(bench: Any) -> dict[str, int]:
+    """pyperf processes, values and warm-ups per process of one benchmark (`-p`, `-n`, `-w`)."""
+    runs = [r for r in bench.get_runs() if r.values]
+    return {"processes": len(runs), "values_per_process": len(runs[0].values) if runs else 0,
+            "warmups_per_process": len(runs[0].warmups) if runs else 0}
+
+
 def settings(files: list[RawFile]) -> dict[str, Any]:
     """The preset and how many pyperf processes/values/warm-ups each benchmark has."""
     sample = files[0].measurements[0].bench
-    runs = [r for r in sample.get_runs() if r.values]
     preset_name = files[0].common("ft_preset")
     run_configs = {m.cell.workload + (f"/{m.cell.variant}" if m.cell.variant else ""):
                    json.loads(m.meta["ft_run_config"]) for m in files[0].measurements}
     return {"preset": preset_name, "description": preset_description(preset_name),
             "selection": json.loads(files[0].common("ft_selection") or "{}"),
-            "processes": len(runs), "values_per_process": len(runs[0].values) if runs else 0,
-            "warmups_per_process": len(runs[0].warmups) if runs else 0,
+            **run_shape(sample),  # the first file's; run_shapes has every file's (they may differ)
+            "run_shapes": {f.config: run_shape(f.measurements[0].bench) for f in files},
             "loops": sample.get_metadata().get("loops"),
             "bench_seconds": {f.config: round(sum(m.bench.get_total_duration() for m in f.measurements), 1)
                               for f in files},

@@ -46,14 +46,23 @@ def intro(s: dict[str, Any]) -> str:
     files = ", ".join(f"`{f['path']}` ({f['configuration']}, sha256 {f['sha256']})" for f in p["files"])
     return (f"# ft-harness report\n\nData: host `{p['hostname']}` ({p['cpu_model']}), preset "
             f"`{p['preset']}`, harness {p['harness_version']}, pyperf {p['pyperf_version']}, collected "
-            f"{span}.\nRaw files: {files}.\n\nEach benchmark: {st['processes']} pyperf worker processes × "
-            f"{st['values_per_process']} values (after {st['warmups_per_process']} warm-up) of "
-            f"{st['loops']} run each. A value is the time of the workload's timed loop divided by the "
+            f"{span}.\nRaw files: {files}.\n\nEach benchmark: {run_shapes(st['run_shapes'])}, "
+            f"of {st['loops']} run each. A value is the time of the workload's timed loop divided by the "
             "units of work it did (samples or updates), so throughputs compare across worker counts. "
             "Speed-ups are ratios of mean time per unit; each is tested with pyperf's own two-tailed "
             "t-test at 95 % (the test behind `pyperf compare_to`; Welch's t-test where two benchmarks have "
             "different numbers of values). A difference that fails the test is "
             "written **not significant** and never as a speed-up.")
+
+
+def run_shapes(shapes: dict[str, dict[str, int]]) -> str:
+    """`3 pyperf worker processes × 3 values (after 1 warm-up)`, per configuration where they differ."""
+    def words(shape: dict[str, int]) -> str:
+        return (f"{shape['processes']} pyperf worker processes × {shape['values_per_process']} values "
+                f"(after {shape['warmups_per_process']} warm-up)")
+    if len({tuple(shape.values()) for shape in shapes.values()}) == 1:
+        return words(next(iter(shapes.values())))
+    return "; ".join(f"{config}: {words(shape)}" for config, shape in shapes.items())
 
 
 def headline_section(s: dict[str, Any]) -> str:

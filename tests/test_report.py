@@ -4,6 +4,7 @@ without pyperf: means, speed-ups, the t-test and its labels, efficiency, the sca
 from __future__ import annotations
 
 import json
+import re
 import math
 import shutil
 import statistics
@@ -282,3 +283,18 @@ def test_files_from_another_machine_are_accepted_and_named(smoke: Path, tmp_path
     proc = report_cli(tmp_path, *raw)
     assert proc.returncode == 0, proc.stderr
     assert "host `elsewhere`" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_a_configuration_rerun_with_fewer_processes_is_still_compared(smoke: Path, tmp_path: Path) -> None:
+    """As when one configuration is re-run with `-p` lowered to fit a time limit: the intro says
+    each file's pyperf shape, and speed-ups across files get Welch's test, not "not tested"."""
+    suite = pyperf.BenchmarkSuite.load(str(smoke / "cp313t.json"))
+    fewer = [pyperf.Benchmark([r for r in b.get_runs() if r.values][:-1]) for b in suite.get_benchmarks()]
+    pyperf.BenchmarkSuite(fewer).dump(str(tmp_path / "cp313t.json"))
+    out = tmp_path / "latest"
+    report_command([str(smoke / "cp313.json"), str(tmp_path / "cp313t.json")], str(out))
+    markdown = (out / "REPORT.md").read_text()
+    shapes = re.search(r"Each benchmark: cp313: (\d) pyperf worker processes.*; cp313t: (\d) pyperf", markdown)
+    assert shapes and int(shapes[1]) == int(shapes[2]) + 1
+    versus_default = [report_row(markdown, "cp313t", n)[5] for n in raw_benchmarks(smoke / "cp313.json")]
+    assert versus_default and "not tested" not in versus_default
