@@ -18,7 +18,7 @@ from harness.model import MLP
 from harness.params import MAX_LOCKS, probe_deltas, probe_worker
 from harness.runner import execute
 from harness.workloads.async_sgd import partition, shared_store
-from harness.workloads.data_parallel import to_shared
+from harness.workloads.common import to_shared
 from strategies import create
 from tests.conftest import our_segments
 
@@ -61,6 +61,10 @@ def test_cli_probe_reports_what_was_lost() -> None:
     assert result["lost_updates"] == 0 and result["exact"] is True
     assert result["observed_sum"] == result["expected_sum"] > 0
     assert result["final_loss"] is None and result["accuracy"] is None  # no training happened
+    assert result["samples"] is None and result["samples_per_s"] is None  # nor samples read
+    summary = harness("--probe", "--policy", "lock", "--strategy", "threads", "--workers", "2",
+                      "--updates", "50")
+    assert "updates/s" in summary.stdout and "samples/s" not in summary.stdout, summary.stdout
 
 
 def test_cli_without_json_prints_a_summary() -> None:

@@ -25,7 +25,7 @@ from harness.params import (ParamStore, open_store, probe_deltas, probe_expected
                             probe_worker, stripes_for)
 from harness.seeding import rng_for
 from harness.workloads import workload
-from harness.workloads.data_parallel import load_dataset, to_shared
+from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
 PARTITION_DOMAIN = 32  # SeedSequence keys: which rows each worker owns ...
@@ -60,12 +60,14 @@ def timed_map(strategy: Strategy, task: Callable[[int], Any], workers: int) -> t
     return results, time.perf_counter() - start
 
 
-def update_rates(config: RunConfig, wall: float, samples_per_update: int) -> dict[str, Any]:
-    """The counters every async-sgd result carries, training or probe."""
+def update_rates(config: RunConfig, wall: float, samples_per_update: int | None) -> dict[str, Any]:
+    """The counters every async-sgd result carries, training or probe (None: a probe reads no
+    samples, so it has no sample rate to show)."""
     total = config.workers * config.updates
-    samples = total * samples_per_update
+    samples = None if samples_per_update is None else total * samples_per_update
     return {"policy": config.policy, "updates": config.updates, "steps": total, "wall_s": wall,
-            "updates_per_s": total / wall, "samples": samples, "samples_per_s": samples / wall}
+            "updates_per_s": total / wall, "samples": samples,
+            "samples_per_s": None if samples is None else samples / wall}
 
 
 def shared_store(config: RunConfig, strategy: Strategy, model: MLP, initial: np.ndarray) -> ParamStore:
@@ -103,7 +105,7 @@ def probe(config: RunConfig, strategy: Strategy, model: MLP) -> dict[str, Any]:
     _, wall = timed_map(strategy, task, config.workers)
 
     # No training happened: there is no loss or accuracy to report.
-    return {**update_rates(config, wall, 0), **layout(store, model),
+    return {**update_rates(config, wall, None), **layout(store, model),
             **probe_report(probe_expected(deltas, config.updates), store.params),
             "final_loss": None, "accuracy": None, "params_sha256": params_digest(store.params)}
 

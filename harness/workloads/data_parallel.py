@@ -17,11 +17,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.config import RunConfig
-from harness.data import Dataset, synthetic
 from harness.loader import TrainingFeed, training_feed
 from harness.model import MLP, params_digest
 from harness.seeding import rng_for
 from harness.workloads import workload
+from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
 SHUFFLE_DOMAIN = 4
@@ -64,17 +64,6 @@ def sum_in_order(rows: np.ndarray) -> np.ndarray:
     for row in rows[1:]:
         total += row
     return total
-
-
-def to_shared(strategy: Strategy, array: np.ndarray) -> np.ndarray:
-    shared = strategy.shared_array(array.shape, array.dtype)
-    shared[...] = array
-    return shared
-
-
-def load_dataset(config: RunConfig, model: MLP) -> Dataset:
-    return synthetic(model.widths[0], model.widths[-1], config.train_samples,
-                     config.test_samples, config.seed)
 
 
 @dataclass

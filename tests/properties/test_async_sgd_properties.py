@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from harness.model import MLP
 from harness.params import (MAX_LOCKS, ParamStore, locks_needed, probe_deltas, probe_expected,
                             probe_worker, stripes_for)
-from harness.workloads.data_parallel import to_shared
+from harness.workloads.common import to_shared
 from strategies import create
 from strategies.base import Strategy
 from tests.conftest import our_segments
