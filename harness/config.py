@@ -83,7 +83,8 @@ class RunConfig:
                      "threads_per_rank"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
-        _require(self.batch % self.microbatches == 0,
+        # only data-parallel cuts its batch into microbatches; the others take any batch
+        _require(self.workload != "data-parallel" or self.batch % self.microbatches == 0,
                  f"microbatches={self.microbatches} must divide batch={self.batch} "
                  f"(divisors of {self.batch}: {', '.join(map(str, divisors(self.batch)))})")
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")

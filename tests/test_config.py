@@ -46,6 +46,13 @@ def test_microbatches_must_divide_batch(batch: int, microbatches: int) -> None:
             RunConfig(batch=batch, microbatches=microbatches, train_samples=max(batch, 1))
 
 
+@pytest.mark.parametrize("workload", ["async-sgd", "loader"])
+def test_workloads_without_microbatches_take_any_batch(workload: str) -> None:
+    assert RunConfig(workload=workload, batch=100).batch == 100
+    with pytest.raises(HarnessError, match="microbatches=16 must divide batch=100"):
+        RunConfig(workload="data-parallel", batch=100)
+
+
 @given(st.lists(st.integers(1, 50), min_size=2, max_size=5))
 def test_explicit_widths_round_trip(widths: list[int]) -> None:
     text = "-".join(map(str, widths))
