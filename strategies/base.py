@@ -2,7 +2,8 @@
 
 A strategy owns *how* tasks run in parallel and nothing else: `map(fn, tasks)` returns results in
 task order, `shared_array` gives memory every worker sees, `lock()` a lock every worker honours.
-Everything else (what a task computes, how results are reduced) belongs to the workload.
+`sum_rows` adds the rows tasks wrote, in row order. Everything else (what a task computes, how
+its results are used) belongs to the workload.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 REGISTRY: dict[str, type["Strategy"]] = {}
+
+
+def sum_in_order(rows: np.ndarray) -> np.ndarray:
+    """rows[0] + rows[1] + ... strictly left to right: the reduction order never varies."""
+    total = rows[0].copy()
+    for row in rows[1:]:
+        total += row
+    return total
 
 
 def register(cls: type["Strategy"]) -> type["Strategy"]:
@@ -100,11 +109,12 @@ class Strategy(ABC):
         """A zeroed array that every worker reads and writes in place."""
         return np.zeros(shape, dtype=dtype)
 
-    def publish_rows(self, array: np.ndarray) -> None:
+    def sum_rows(self, array: np.ndarray) -> np.ndarray:
         """After `map(fn, tasks)` where the task at position i wrote row i of `array` (made by
-        `shared_array`), make every row visible to the caller. Nothing to do where workers write
-        the caller's memory (threads, shared-memory processes); a strategy whose workers own
-        separate memory (e.g. MPI ranks on several hosts) gathers the rows here."""
+        `shared_array`): the rows' sum, added left to right as `sum_in_order` does, so bitwise the
+        same for every strategy that is `bitwise_deterministic`. Here the rows are in the caller's
+        memory (threads, shared-memory processes); MPI ranks each hold only their own rows."""
+        return sum_in_order(array)
 
     def lock(self) -> Any:
         """A lock honoured by every worker of this strategy."""

@@ -3,14 +3,17 @@
 Ranks share no memory, so the strategy is SPMD: every rank runs the whole workload, builds the
 seeded data itself and holds its own copy of every `shared_array`. `map` gives each rank a
 contiguous slice of the tasks (the same cut on every rank, as the task list is the same) and
-allgathers the results, so every rank returns all of them in task order. Rows that tasks wrote
-reach every rank in `publish_rows`:
+allgathers the results, so every rank returns all of them in task order. The rows that tasks
+wrote stay where they were written; `sum_rows` adds them across the ranks and gives every rank
+the total:
 
-- `reduce="ordered"` gathers the rows themselves (Allgatherv), so the caller adds them in
-  microbatch order exactly as the serial run does: bitwise equal to serial;
+- `reduce="ordered"` adds in row (microbatch) order, as the serial run does, so it is bitwise
+  equal to serial: a chain through the ranks, each adding its own rows to the running sum of the
+  ranks before it, streamed in chunks so that neighbours overlap, then one Bcast of the total:
+  about two rows of traffic per rank (gathering every row to every rank moved all of them, and
+  every rank then added all of them);
 - `reduce="allreduce"` adds each rank's rows locally and lets MPI's Allreduce add the partial
-  sums: one row of traffic instead of all of them, but a different summation order, so close to
-  serial and NOT bitwise.
+  sums: no chain, but a different summation order, so close to serial and NOT bitwise.
 
 Hybrid: `threads_per_rank=T` runs each rank's slice on a caller-runs thread pool of T threads
 (parallel on free-threaded Python). Only the rank's main thread calls MPI — collectives after the
@@ -41,6 +44,7 @@ from strategies.threads import Threads
 
 INSTALL_HINT = "pip install 'ft-harness[mpi]' (mpi4py and the MPICH runtime with its mpiexec)"
 THREAD_LEVEL = "funneled"  # only a rank's main thread calls MPI (see the module docstring)
+CHAIN_CHUNK = 1 << 16  # elements per message of the ordered chain (512 KiB): ranks overlap on big rows
 
 
 def init_mpi() -> ModuleType:
@@ -73,15 +77,15 @@ def rank_bounds(tasks: int, ranks: int) -> list[int]:
 @register
 class Mpi(Strategy):
     name = "mpi"
-    description = "MPI ranks via mpiexec (mpi4py); rows gathered in order, or --reduce allreduce"
+    description = "MPI ranks via mpiexec (mpi4py); rows summed in order along the ranks, or --reduce allreduce"
     uses_processes = True
     shares_memory = False
 
     def __init__(self, workers: int = 1, *, threads_per_rank: int = 1, reduce: str = "ordered",
                  **kwargs: Any) -> None:
-        publishers = {"ordered": self._gather_rows, "allreduce": self._allreduce_rows}
-        if reduce not in publishers:
-            raise HarnessError(f"reduce={reduce!r} is not one of: {', '.join(publishers)}")
+        reducers = {"ordered": self._chain_rows, "allreduce": self._allreduce_rows}
+        if reduce not in reducers:
+            raise HarnessError(f"reduce={reduce!r} is not one of: {', '.join(reducers)}")
         self._mpi = init_mpi()
         self._comm = self._mpi.COMM_WORLD
         if self._comm.Get_size() != workers:
@@ -90,7 +94,7 @@ class Mpi(Strategy):
                                "`python -m harness run --strategy mpi` do so")
         super().__init__(workers, **kwargs)
         self.reduce = reduce
-        self._publish = publishers[reduce]
+        self._reduce = reducers[reduce]
         self._threads = Threads(threads_per_rank)
         self._bounds: list[int] | None = None  # the cut of the last map: who computed which row
         self._stores: list[WindowStore] = []
@@ -124,28 +128,52 @@ class Mpi(Strategy):
         # A streamed task (a data pipeline's batch) runs on every rank: each rank needs its result.
         return self._threads.submit(fn, task)
 
-    def publish_rows(self, array: np.ndarray) -> None:
-        """ordered: every rank receives the rows the others computed (Allgatherv, in place).
-        allreduce: row 0 becomes the sum of all rows and the others zero, so the caller's row sum
-        is MPI's total — the rows themselves are not exchanged."""
+    def sum_rows(self, array: np.ndarray) -> np.ndarray:
+        """The sum of all ranks' rows on every rank (ordered: in row order, bit for bit;
+        allreduce: in MPI's order)."""
         if self._bounds is None:
-            raise HarnessError("publish_rows follows a map: only then is it known who wrote which row")
-        if not array.flags.c_contiguous:
-            raise HarnessError("publish_rows needs a C-contiguous array (as shared_array makes)")
-        self._publish(array.reshape(len(array), -1), self._bounds)
+            raise HarnessError("sum_rows follows a map: only then is it known who wrote which row")
+        rows = array.reshape(len(array), -1)
+        if self._bounds[-1] != len(rows):
+            raise HarnessError(f"sum_rows got {len(rows)} rows after a map of {self._bounds[-1]} tasks")
+        return self._reduce(rows, self._bounds).reshape(array.shape[1:])
 
-    def _gather_rows(self, rows: np.ndarray, bounds: list[int]) -> None:
-        width = rows.shape[1]
-        counts = [(stop - start) * width for start, stop in zip(bounds, bounds[1:])]
-        displacements = [start * width for start in bounds[:-1]]
-        self._comm.Allgatherv(self._mpi.IN_PLACE, [rows, (counts, displacements)])
+    def _chain_rows(self, rows: np.ndarray, bounds: list[int]) -> np.ndarray:
+        """Left to right along the ranks that hold rows: each receives the running sum of the rows
+        before its own, chunk by chunk, adds its rows in order and sends it on; the last one has
+        the serial sum and broadcasts it."""
+        chain = [r for r in range(len(bounds) - 1) if bounds[r + 1] > bounds[r]]
+        total = np.empty(rows.shape[1], dtype=rows.dtype)
+        if self.rank in chain:
+            place = chain.index(self.rank)
+            before = chain[place - 1] if place else None
+            after = chain[place + 1] if place + 1 < len(chain) else None
+            self._fold_chunks(rows[bounds[self.rank]:bounds[self.rank + 1]], total, before, after)
+        self._comm.Bcast(total, root=chain[-1])
+        return total
 
-    def _allreduce_rows(self, rows: np.ndarray, bounds: list[int]) -> None:
-        if bounds[-1] == 0:
-            return
+    def _fold_chunks(self, mine: np.ndarray, total: np.ndarray, before: int | None,
+                     after: int | None) -> None:
+        sends = []
+        for start in range(0, len(total), CHAIN_CHUNK):
+            part, cut = total[start:start + CHAIN_CHUNK], slice(start, start + CHAIN_CHUNK)
+            if before is None:  # the first rows of all: the sum starts as row 0, like sum_in_order
+                part[...] = mine[0, cut]
+                rest = mine[1:]
+            else:
+                self._comm.Recv(part, source=before)
+                rest = mine
+            for row in rest:
+                part += row[cut]
+            if after is not None:  # this chunk travels on while the next one is added here
+                sends.append(self._comm.Isend(part, dest=after))
+        self._mpi.Request.Waitall(sends)
+
+    def _allreduce_rows(self, rows: np.ndarray, bounds: list[int]) -> np.ndarray:
         partial = rows[bounds[self.rank]:bounds[self.rank + 1]].sum(axis=0)
-        rows[:bounds[-1]] = 0
-        self._comm.Allreduce(partial, rows[0], op=self._mpi.SUM)
+        total = np.empty_like(partial)
+        self._comm.Allreduce(partial, total, op=self._mpi.SUM)
+        return total
 
     def param_store(self, initial: np.ndarray, stripes: Sequence[slice], locks: int) -> WindowStore:
         """The shared parameters of async-sgd (harness.params.open_store asks for them here, as

@@ -82,6 +82,12 @@ def test_data_parallel_equals_serial_bit_for_bit(ranks: int, tmp_path: Path) -> 
 
 
 @needs_mpi
+def test_fewer_microbatches_than_ranks_still_equals_serial() -> None:
+    result = mpi_result("--workers", "3", "--microbatches", "2", "--steps", "3")
+    assert result["params_sha256"] == serial(steps=3, microbatches=2)["params_sha256"]
+
+
+@needs_mpi
 def test_large_model_equals_serial_bit_for_bit() -> None:
     options = {"model": "large", "steps": 2, "train_samples": 1024, "test_samples": 64}
     result = mpi_result("--workers", "2", "--model", "large", "--steps", "2", "--train-samples", "1024",
@@ -150,8 +156,13 @@ with create("mpi", 3, threads_per_rank=2) as s:
     assert s.map(square, []) == []
     rows = s.shared_array((7, 2))
     s.map(write_row, [(rows, r) for r in range(7)])
-    s.publish_rows(rows)  # rows computed on the other ranks arrive
-    assert rows[:, 1].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], rows
+    assert s.sum_rows(rows).tolist() == [28.0, 28.0]  # rows written on every rank, added in order
+    few = s.shared_array((2, 3))  # fewer rows than ranks: rank 2 holds none, the chain skips it
+    s.map(write_row, [(few, r) for r in range(2)])
+    assert s.sum_rows(few).tolist() == [3.0] * 3
+    big = s.shared_array((5, (1 << 16) * 2 + 3))  # rows of several chain chunks, the last one ragged
+    s.map(write_row, [(big, r) for r in range(5)])
+    assert (s.sum_rows(big) == 15.0).all()
     assert s.submit(square, 9).result() == 81
 s.close()
 try:

@@ -58,14 +58,6 @@ def step_microbatches(config: RunConfig, step: int, n_train: int) -> list[Microb
     return [Microbatch(m, batch[m * size:(m + 1) * size]) for m in range(config.microbatches)]
 
 
-def sum_in_order(rows: np.ndarray) -> np.ndarray:
-    """rows[0] + rows[1] + ... strictly left to right: the reduction order never varies."""
-    total = rows[0].copy()
-    for row in rows[1:]:
-        total += row
-    return total
-
-
 @dataclass
 class StepSource:
     """Where each step's microbatches come from: rows of x and y (shared arrays), one list of
@@ -120,9 +112,8 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     try:
         for _, microbatches in zip(range(config.steps), source.steps):
             batch_losses = strategy.map(task, microbatches)
-            strategy.publish_rows(grads)  # a no-op where workers share memory with us
             losses.append(sum(batch_losses) / config.batch)  # Python floats, summed in task order
-            velocity = config.momentum * velocity + sum_in_order(grads) / config.batch
+            velocity = config.momentum * velocity + strategy.sum_rows(grads) / config.batch
             params -= config.lr * velocity
     finally:
         if source.feed is not None:
