@@ -38,7 +38,18 @@ from strategies import Strategy, create
 from strategies.base import blas_summary
 
 PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
-LISTS = {"workloads": str, "strategies": str, "workers": int, "variants": str, "models": str}
+PLAIN = "plain"  # in --variants: the cell without a variant (its name has none), e.g. plain,allreduce
+
+
+def variant_name(text: str) -> str:
+    return "" if text == PLAIN else text
+
+
+def cli_text(value: Any) -> str:
+    return PLAIN if value == "" else str(value)
+
+
+LISTS = {"workloads": str, "strategies": str, "workers": int, "variants": variant_name, "models": str}
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +60,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind in LISTS.items():
         group.add_argument(f"--{name}", type=comma_list(kind), metavar="A,B",
                            help=f"explicit {name}: the matrix becomes the product of the lists given "
-                                "and the preset's values for the others")
+                                "and the preset's values for the others"
+                                + (f" ('{PLAIN}': no variant)" if name == "variants" else ""))
     group.add_argument("--data-dir", help="the on-disk sample set for loader/disk cells "
                                           "(default: made once under the project cache)")
     group.add_argument("--out", help="write the pyperf JSON suite here, atomically, at the end")
@@ -74,7 +86,7 @@ def forward_arguments(cmd: list[str], args: argparse.Namespace) -> None:
     cmd.extend(("--preset", args.preset, "--data-dir", args.data_dir))
     for name in LISTS:
         if getattr(args, name) is not None:
-            cmd.extend((f"--{name}", ",".join(map(str, getattr(args, name)))))
+            cmd.extend((f"--{name}", ",".join(map(cli_text, getattr(args, name)))))
 
 
 def selection_of(args: argparse.Namespace) -> Selection:

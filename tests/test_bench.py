@@ -15,6 +15,7 @@ import pytest
 from harness import HarnessError
 from harness.matrix import PRESETS, SPECS, Cell, Selection, get_preset, parse_name, plan, select
 from strategies.mpi import Mpi
+from harness.bench import selection_of
 from harness.measure import inherit_environ
 from tests.smoke_bench import ROOT, bench_command, bench_env, run_bench, smoke_bench
 
@@ -97,6 +98,22 @@ def test_mpis_own_variants_go_with_mpi_only_and_their_baseline_is_the_plain_seri
     assert parse_name("async-sgd/mpi/w2/lock/tiny").variant == "lock"
     with pytest.raises(HarnessError, match="has extra parts"):
         parse_name("async-sgd/mpi/w2/allreduce/tiny")
+
+
+def test_plain_in_variants_asks_for_the_cells_without_one_beside_mpis_own() -> None:
+    """The hybrid study in one bench: N ranks x 2 threads beside N ranks, 2N threads and serial."""
+    from harness.bench import forward_arguments, make_runner
+    argv = ["--preset", "full", "--workloads", "data-parallel", "--strategies", "serial,threads,mpi",
+            "--workers", "2,4", "--variants", "plain,t2", "--models", "tiny"]
+    args = make_runner(argv).parse_args(argv)
+    assert args.variants == ("", "t2")
+    names = [c.name for c in select(get_preset("full"), selection_of(args))]
+    assert names == ["data-parallel/serial/w1/tiny", "data-parallel/threads/w2/tiny", "data-parallel/threads/w4/tiny",
+                     "data-parallel/mpi/w2/tiny", "data-parallel/mpi/w4/tiny",
+                     "data-parallel/mpi/w2/t2/tiny", "data-parallel/mpi/w4/t2/tiny"]
+    args.data_dir, forwarded = "/d", []
+    forward_arguments(forwarded, args)  # what pyperf's workers are told: the same matrix
+    assert forwarded[forwarded.index("--variants") + 1] == "plain,t2"
 
 
 def test_full_preset_has_mpi_beside_the_other_strategies() -> None:
