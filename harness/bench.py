@@ -32,23 +32,13 @@ import pyperf
 from harness import HarnessError, measure
 from harness.config import RunConfig
 from harness.envinfo import gil_enabled
-from harness.matrix import DATA_SEED, DATA_SHAPE, PRESETS, Cell, Plan, Preset, Selection, get_preset, plan, spec_for
+from harness.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
+                            get_preset, plan, spec_for, variant_name)
 from harness.workloads import get_workload
 from strategies import Strategy, create
 from strategies.base import blas_summary
 
 PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
-PLAIN = "plain"  # in --variants: the cell without a variant (its name has none), e.g. plain,allreduce
-
-
-def variant_name(text: str) -> str:
-    return "" if text == PLAIN else text
-
-
-def cli_text(value: Any) -> str:
-    return PLAIN if value == "" else str(value)
-
-
 LISTS = {"workloads": str, "strategies": str, "workers": int, "variants": variant_name, "models": str}
 
 

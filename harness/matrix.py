@@ -66,6 +66,18 @@ STRATEGY_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+PLAIN = "plain"  # on the command line (--variants): the cell without a variant, e.g. plain,allreduce
+
+
+def variant_name(text: str) -> str:
+    return "" if text == PLAIN else text
+
+
+def cli_text(value: Any) -> str:
+    """A list item as the command line writes it (the empty variant as PLAIN)."""
+    return PLAIN if value == "" else str(value)
+
+
 def spec_for(workload: str) -> WorkloadSpec:
     try:
         return SPECS[workload]

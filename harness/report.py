@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness import rawdata
-from harness.matrix import Cell, get_preset
+from harness import HarnessError, rawdata
+from harness.matrix import Cell, cli_text, get_preset
 from harness.rawdata import Measurement, RawFile, compare
 from harness.scaling import fit
 
@@ -268,13 +268,14 @@ def missing_cells(index: Index) -> list[dict[str, Any]]:
 
 
 def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
-    """Data-parallel training from memory, first model: throughput and speed-up vs serial on the
-    default build, every strategy (with its own variants: mpi/allreduce) and worker count by
-    configuration."""
+    """Data-parallel training from memory, on the model with the most cells (the main curve; the
+    first such model on a tie): throughput and speed-up vs serial on the default build, every
+    strategy (with its own variants: mpi/allreduce) and worker count by configuration."""
     rows = [r for r in summary["workloads"].get("data-parallel", []) if not r["workload_variant"]]
     if not rows:
         return None
-    model = rows[0]["model"]
+    models = [r["model"] for r in rows]
+    model = max(dict.fromkeys(models), key=models.count)
     table: dict[str, dict[str, Any]] = {}
     for r in (r for r in rows if r["model"] == model):
         cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
@@ -288,7 +289,7 @@ def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
 def reproduce(files: list[RawFile]) -> dict[str, Any]:
     preset = files[0].common("ft_preset") or "quick"
     selection = json.loads(files[0].common("ft_selection") or "{}")
-    extra = "".join(f" --{k} {','.join(map(str, v))}" for k, v in selection.items())
+    extra = "".join(f" --{k} {','.join(map(cli_text, v))}" for k, v in selection.items())
     return {"nox": f"python3 -m pip install nox && nox -s report -- --preset {preset}{extra}",
             "bench": f"python -m harness bench --preset {preset}{extra} --out reports/raw/<configuration>.json",
             "report": "python -m harness report reports/raw/*.json -o reports/latest"}
@@ -299,8 +300,9 @@ def reproduce(files: list[RawFile]) -> dict[str, Any]:
 def report_command(paths: list[str], out: str) -> str:
     from harness.plots import render_plots
     from harness.reportmd import render_markdown
-    summary = summarise(rawdata.load(paths))
     target = Path(out)
+    check_output_folder(target)  # before any work: a refusal costs nothing
+    summary = summarise(rawdata.load(paths))
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
@@ -309,6 +311,25 @@ def report_command(paths: list[str], out: str) -> str:
     (temp / "REPORT.md").write_text(render_markdown(summary))
     swap_in(temp, target)
     return f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+
+
+REPORT_FILES = ("REPORT.md", "summary.json")  # with the *.png plots: all that a report writes
+
+
+def check_output_folder(target: Path) -> None:
+    """The report replaces its whole folder, so that folder may hold only an earlier report:
+    anything else there (raw files given as input, say) would be deleted with it."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise HarnessError(f"-o {target} is a file; the report needs a folder (it writes REPORT.md, "
+                           "summary.json and PNG plots there)")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir()
+                     if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png")))
+    if foreign:
+        raise HarnessError(f"-o {target} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                           "which no report wrote; the report replaces its whole folder, so give a "
+                           "new folder or an earlier report's (raw files belong elsewhere)")
 
 
 def swap_in(temp: Path, target: Path) -> None:

@@ -278,6 +278,20 @@ def test_one_configuration_twice_or_a_foreign_file_is_refused(smoke: Path, tmp_p
     assert "not made by `python -m harness bench`" in one_line_error(report_cli(tmp_path, foreign))
 
 
+def test_a_folder_holding_anything_but_a_report_is_never_replaced(smoke: Path, tmp_path: Path) -> None:
+    """The report swaps in a whole new folder: one holding the raw files themselves (or anything
+    else) would lose them, so it is refused and left as it was; an earlier report is replaced."""
+    out = tmp_path / "out"
+    (out / "raw").mkdir(parents=True)
+    kept = Path(shutil.copy(smoke / "cp313.json", out / "raw" / "cp313.json"))
+    message = one_line_error(report_cli(tmp_path, kept))
+    assert f"-o {out} holds raw/, which no report wrote" in message
+    assert sorted(p.name for p in out.rglob("*")) == ["cp313.json", "raw"]
+    shutil.rmtree(out / "raw")
+    assert report_cli(tmp_path, smoke / "cp313.json").returncode == 0  # into an empty folder
+    assert report_cli(tmp_path, smoke / "cp313.json").returncode == 0  # over its own report
+
+
 def test_files_from_another_machine_are_accepted_and_named(smoke: Path, tmp_path: Path) -> None:
     raw = [edited(smoke, tmp_path, c, hostname="elsewhere") for c in CONFIGS]
     proc = report_cli(tmp_path, *raw)
@@ -298,3 +312,24 @@ def test_a_configuration_rerun_with_fewer_processes_is_still_compared(smoke: Pat
     assert shapes and int(shapes[1]) == int(shapes[2]) + 1
     versus_default = [report_row(markdown, "cp313t", n)[5] for n in raw_benchmarks(smoke / "cp313.json")]
     assert versus_default and "not tested" not in versus_default
+
+
+def test_headline_follows_the_model_with_the_most_cells() -> None:
+    """The scaling preset has 15 tiny cells and 7 small ones: the headline is tiny's curve,
+    whichever model the raw file lists first; on a tie, the first listed."""
+    from types import SimpleNamespace
+    from harness.report import headline
+
+    def row(model: str, series: str, workers: int) -> dict[str, Any]:
+        return {"model": model, "workload_variant": "", "series": series, "workers": workers,
+                "configuration": "cp313", "rate_per_s": 1.0, "vs_serial_default": None,
+                "is_baseline": series == "serial", "unit": "sample"}
+
+    index = SimpleNamespace(configs=["cp313"], default="cp313")
+    small = [row("small", "serial", 1), row("small", "threads", 16)]
+    tiny = [row("tiny", "serial", 1), row("tiny", "threads", 2), row("tiny", "threads", 16)]
+    chosen = headline({"workloads": {"data-parallel": small + tiny}, "single_thread_cost": []}, index)
+    assert chosen is not None and chosen["model"] == "tiny" and set(chosen["rows"]) == {
+        "serial/w1", "threads/w2", "threads/w16"}
+    tie = headline({"workloads": {"data-parallel": small + tiny[:2]}, "single_thread_cost": []}, index)
+    assert tie is not None and tie["model"] == "small"
