@@ -13,7 +13,9 @@ Failing fast, with no orphans:
 - the launcher gives mpiexec GRACE_S after a rank's error line to end the job, then kills it;
   interrupted (Ctrl-C, SIGTERM), it stops mpiexec, which stops its ranks;
 - killed with SIGKILL, the launcher can stop nothing: each rank on its host watches it (a pidfd)
-  and kills itself, and mpiexec, seeing a rank die by a signal, ends all the others.
+  and kills itself, and mpiexec, seeing a rank die by a signal, ends all the others;
+- once mpiexec is gone, the launcher removes the shared memory an aborted job left on this host
+  (harness.mpi_segments).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import replace
 from typing import Any, Callable
 
 from harness import HarnessError
 from harness.config import RunConfig
+from harness.mpi_segments import remove_orphaned_segments
 
 LAUNCHER_ENV = "FT_HARNESS_MPI_LAUNCHER"  # "host:pid" of the launcher, for the ranks to watch
 JOB_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # set by MPICH, PMIx, Open MPI launchers
 GRACE_S = 10.0  # after a rank reported an error, how long mpiexec may take to end the job
 STOP_WAIT_S = 5.0  # how long mpiexec may take to stop its ranks after SIGTERM, before SIGKILL
+SEGMENT_WAIT_S = 3.0  # how long a failed job's ranks may keep its shared memory mapped
 ABORT_ECHO = "application called MPI_Abort("  # MPICH's echo of an abort the rank already explained
 RANK_ERROR = re.compile(r"error: rank \d+ of \d+ on \S+: (?P<message>.*)")  # see run_rank
 
@@ -75,11 +80,14 @@ def launch(config: RunConfig, argv: list[str]) -> int:
         raise HarnessError(f"strategy 'mpi' is not available here: {reason}")
     command = [str(mpiexec_path()), "-n", str(config.workers), *host_options(config),
                sys.executable, "-m", "harness", "run", *argv]
+    started = time.time()
     job = Job(command, {**os.environ, LAUNCHER_ENV: f"{socket.gethostname()}:{os.getpid()}"})
     try:
         job.wait_failing_fast()
     finally:
         job.stop()
+        if job.process.returncode != 0:  # an aborted job leaves its shared memory behind
+            remove_orphaned_segments(started, wait=SEGMENT_WAIT_S)
     return job.finish()
 
 

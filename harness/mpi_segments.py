@@ -1,0 +1,60 @@
+"""Shared-memory segments an aborted MPICH job leaves behind on this host, and their removal.
+
+MPICH's ranks on one host talk through a POSIX shared-memory segment, `/dev/shm/mpich_shm_*`.
+A job that ends normally unlinks it; one ended by MPI_Abort (a rank raised) does not, and each
+such job would leave a few MB of RAM allocated until reboot. The launcher removes what its job
+left: segments created since the job started, owned by this user, and mapped by no live process,
+so a segment another job is still using is never touched. Segments on other hosts, and those of
+jobs started with a user's own `mpiexec`, are not seen here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+SHM = Path("/dev/shm")
+SEGMENTS = "mpich_shm_*"
+
+
+def remove_orphaned_segments(since: float, shm: Path = SHM, wait: float = 0.0) -> list[str]:
+    """Unlink this user's MPICH segments created at or after `since` (a time.time()) that no
+    process maps, looking again for up to `wait` seconds while some are still mapped (an aborted
+    job's ranks may take a moment to go after mpiexec); returns the names removed."""
+    if not shm.is_dir():
+        return []  # no POSIX shared memory as files here (macOS): nothing to look at
+    deadline, removed = time.monotonic() + wait, []
+    while fresh := [path for path in shm.glob(SEGMENTS) if _ours_since(path, since)]:
+        mapped = mapped_files()
+        for path in (path for path in fresh if str(path) not in mapped):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        if len(removed) == len(fresh) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return removed
+
+
+def _ours_since(path: Path, since: float) -> bool:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return False
+    return found.st_uid == os.getuid() and found.st_mtime >= since - 1.0  # set when MPICH sizes it
+
+
+def mapped_files() -> set[str]:
+    """Every file some process has mapped, as /proc/PID/maps names it (unreadable ones skipped:
+    another user's processes, or one that just ended)."""
+    found: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            lines = maps.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6:
+                found.add(fields[5])
+    return found

@@ -1,0 +1,29 @@
+"""harness.mpi_segments on real files and a real mapping: only this job's orphans are removed."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from pathlib import Path
+
+from harness.mpi_segments import mapped_files, remove_orphaned_segments
+
+
+def test_only_fresh_unmapped_mpich_segments_are_removed(tmp_path: Path) -> None:
+    since = time.time()
+    old, orphan, live, other = (tmp_path / name for name in (
+        "mpich_shm_old_0", "mpich_shm_orphan_0", "mpich_shm_live_0", "sem.mp-other"))
+    for path in (old, orphan, live, other):
+        path.write_bytes(b"\0" * mmap.PAGESIZE)
+    os.utime(old, (since - 3600, since - 3600))  # an earlier job's: not ours to judge
+    with live.open("r+b") as handle, mmap.mmap(handle.fileno(), 0) as mapping:
+        assert str(live) in mapped_files()  # a job still running maps its segment
+        removed = remove_orphaned_segments(since, shm=tmp_path)
+        mapping[0] = 1
+    assert removed == [orphan.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (old, live, other))
+
+
+def test_without_a_shared_memory_folder_nothing_happens(tmp_path: Path) -> None:
+    assert remove_orphaned_segments(time.time(), shm=tmp_path / "absent") == []
