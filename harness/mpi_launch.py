@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from harness import HarnessError
 from harness.config import RunConfig
-from harness.mpi_segments import remove_orphaned_segments
+from harness.mpi_segments import remove_orphaned_segments, unlink_own_segments
 
 LAUNCHER_ENV = "FT_HARNESS_MPI_LAUNCHER"  # "host:pid" of the launcher, for the ranks to watch
 JOB_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # set by MPICH, PMIx, Open MPI launchers
@@ -197,6 +197,7 @@ def run_rank(config: RunConfig, *, workers_given: bool, show: Callable[[dict[str
         where = f"rank {comm.Get_rank()} of {comm.Get_size()} on {mpi.Get_processor_name()}"
         sys.stderr.write(rank_error(exc, where) + "\n")  # one write: ranks' lines interleave
         sys.stderr.flush()
+        unlink_own_segments()  # MPI_Abort leaves the job's shared memory behind
         comm.Abort(exit_status(exc))
     return 0
 
@@ -234,4 +235,5 @@ def watch_launcher() -> None:
 
 def kill_self_when_ready(pidfd: int) -> None:
     select.select([pidfd], [], [])
+    unlink_own_segments()  # nobody is left to remove the job's shared memory
     os.kill(os.getpid(), signal.SIGKILL)

@@ -1,11 +1,13 @@
 """Shared-memory segments an aborted MPICH job leaves behind on this host, and their removal.
 
 MPICH's ranks on one host talk through a POSIX shared-memory segment, `/dev/shm/mpich_shm_*`.
-A job that ends normally unlinks it; one ended by MPI_Abort (a rank raised) does not, and each
-such job would leave a few MB of RAM allocated until reboot. The launcher removes what its job
-left: segments created since the job started, owned by this user, and mapped by no live process,
-so a segment another job is still using is never touched. Segments on other hosts, and those of
-jobs started with a user's own `mpiexec`, are not seen here.
+A job that ends normally unlinks it; one ended by MPI_Abort (a rank raised) or by killed ranks
+does not, and each such job would leave a few MB of RAM allocated until reboot. So a rank that
+is about to abort or kill itself unlinks the segments it maps (`unlink_own_segments`: on every
+host, also under a user's own mpiexec), and the launcher, after a failed job, removes what is
+left on its host (`remove_orphaned_segments`: a rank that died by a signal): segments created
+since the job started, owned by this user and mapped by no live process, so a segment another
+job is still using is never touched.
 """
 
 from __future__ import annotations
@@ -33,6 +35,24 @@ def remove_orphaned_segments(since: float, shm: Path = SHM, wait: float = 0.0) -
         if len(removed) == len(fresh) or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
+    return removed
+
+
+def unlink_own_segments(shm: Path = SHM, maps: Path = Path("/proc/self/maps")) -> list[str]:
+    """Unlink the MPICH segments this process maps: a rank about to abort or kill itself calls
+    this, since MPICH will not. Safe for the job's other ranks: their mappings stay valid, only
+    the name goes. Works on every host and under a user's own mpiexec, as the launcher cannot."""
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return []  # no /proc (macOS): nothing known to clean
+    names = {fields[5] for fields in (line.split(maxsplit=5) for line in lines) if len(fields) == 6}
+    removed = []
+    for name in sorted(names):
+        path = Path(name)
+        if path.parent == shm and path.match(SEGMENTS):  # "(deleted)" ones do not match: already gone
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
     return removed
 
 

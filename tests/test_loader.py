@@ -73,10 +73,28 @@ class Counted:
         return x
 
 
+class HeldZero:
+    """Task 0 waits until `release` is set; the others run at once. No timing involved."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, x: int) -> int:
+        if x == 0:
+            assert self.release.wait(30), "task 0 was never released"
+        return x
+
+
 def test_unordered_delivers_the_first_ready_first() -> None:
     with create("threads", 2) as strategy:
-        assert list(stream(strategy, slow_first, range(4), bound=4, ordered=True)) == [0, 1, 2, 3]
-        unordered = list(stream(strategy, slow_first, range(4), bound=4, ordered=False))
+        held = HeldZero()
+        threading.Timer(0.2, held.release.set).start()  # 0 finishes after the others...
+        assert list(stream(strategy, held, range(4), bound=4, ordered=True)) == [0, 1, 2, 3]  # ...yet first
+        unordered, held = [], HeldZero()
+        for result in stream(strategy, held, range(4), bound=4, ordered=False):
+            unordered.append(result)
+            if len(unordered) == 3:  # 1, 2 and 3 arrived while 0 was held: now let it finish
+                held.release.set()
     assert unordered[-1] == 0 and sorted(unordered) == [0, 1, 2, 3]
 
 

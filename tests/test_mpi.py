@@ -222,9 +222,22 @@ def test_a_rank_that_raises_fails_the_job_fast_with_its_error(tmp_path: Path) ->
 
 
 @needs_mpi
+def test_a_failing_rank_under_the_users_own_mpiexec_leaves_no_shared_memory(tmp_path: Path) -> None:
+    """No launcher to clean up here: the failing rank unlinks the job's segment before aborting."""
+    (tmp_path / "sitecustomize.py").write_text(INJECT)
+    start_wall = time.time()
+    proc = subprocess.run([str(mpiexec_path()), "-n", "2", sys.executable, "-m", "harness", "run",
+                           "--strategy", "mpi", "--steps", "500", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=50, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode != 0 and "injected failure on rank 1" in proc.stderr
+    assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(since=start_wall)
+
+
+@needs_mpi
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_or_killed_launcher_leaves_no_ranks(sig: signal.Signals) -> None:
     marker = f"--seed {8_000_000 + os.getpid() * 2 + (sig == signal.SIGKILL)}"
+    start_wall = time.time()
     launcher = subprocess.Popen([sys.executable, "-m", "harness", "run", "--strategy", "mpi", "--workers",
                                  "2", "--steps", "1000000", *marker.split()], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -234,6 +247,7 @@ def test_a_stopped_or_killed_launcher_leaves_no_ranks(sig: signal.Signals) -> No
         launcher.send_signal(sig)
         _, stderr = launcher.communicate(timeout=FAIL_FAST_S)
         assert wait_until(lambda: not processes_with(marker), FAIL_FAST_S), processes_with(marker)
+        assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(since=start_wall)
     finally:
         launcher.kill()
     if sig == signal.SIGTERM:

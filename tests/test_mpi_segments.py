@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from harness.mpi_segments import mapped_files, remove_orphaned_segments
+from harness.mpi_segments import mapped_files, remove_orphaned_segments, unlink_own_segments
 
 
 def test_only_fresh_unmapped_mpich_segments_are_removed(tmp_path: Path) -> None:
@@ -27,3 +27,13 @@ def test_only_fresh_unmapped_mpich_segments_are_removed(tmp_path: Path) -> None:
 
 def test_without_a_shared_memory_folder_nothing_happens(tmp_path: Path) -> None:
     assert remove_orphaned_segments(time.time(), shm=tmp_path / "absent") == []
+
+
+def test_a_rank_unlinks_the_segments_it_maps_and_nothing_else(tmp_path: Path) -> None:
+    mine, other = tmp_path / "mpich_shm_mine_0", tmp_path / "mpich_shm_other_0"
+    for path in (mine, other):
+        path.write_bytes(b"\0" * mmap.PAGESIZE)
+    with mine.open("r+b") as handle, mmap.mmap(handle.fileno(), 0) as mapping:
+        assert unlink_own_segments(shm=tmp_path) == [mine.name]
+        mapping[0] = 1  # the mapping outlives the name, as the other ranks' do
+    assert [p.name for p in tmp_path.iterdir()] == [other.name]
