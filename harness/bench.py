@@ -30,7 +30,7 @@ from typing import Any, Callable, NoReturn, Sequence
 import pyperf
 
 from harness import HarnessError, measure
-from harness.config import RunConfig
+from harness.config import RunConfig, run_options
 from harness.envinfo import gil_enabled
 from harness.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
                             get_preset, plan, spec_for, variant_name)
@@ -149,7 +149,7 @@ class MpiCellBench(CellBench):
         pass  # no pool lives here: every run starts its own job
 
     def _run(self, config: RunConfig) -> dict[str, Any]:
-        command = [sys.executable, "-m", "harness", "run", *run_options(config), "--json"]
+        command = [sys.executable, "-m", "harness", "run", *changed_options(config), "--json"]
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -166,17 +166,11 @@ def cell_bench(cell: Cell, config: RunConfig) -> CellBench:
     return MpiCellBench(cell, config) if cell.strategy == "mpi" else CellBench(cell, config)
 
 
-def run_options(config: RunConfig) -> list[str]:
+def changed_options(config: RunConfig) -> list[str]:
     """`run`'s options for the fields that differ from RunConfig's defaults (every field has
-    one: `--train-samples` for train_samples); str of a float round-trips exactly."""
-    options: list[str] = []
-    for key, value in config.as_dict().items():
-        if value == RunConfig.__dataclass_fields__[key].default:
-            continue
-        options.append("--" + key.replace("_", "-"))
-        if value is not True:
-            options.append(str(value))
-    return options
+    one: `--train-samples` for train_samples)."""
+    defaults = RunConfig.__dataclass_fields__
+    return run_options({k: v for k, v in config.as_dict().items() if v != defaults[k].default})
 
 
 # ---- the manager: progress, data, output ----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
 from harness import HarnessError
 from harness.model import MLP
@@ -133,6 +134,17 @@ class RunConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def run_options(fields: Mapping[str, Any]) -> list[str]:
+    """RunConfig fields as `python -m harness run` takes them: `--name value`, a bare `--name`
+    for True (str of a float round-trips exactly)."""
+    options: list[str] = []
+    for key, value in fields.items():
+        options.append("--" + key.replace("_", "-"))
+        if value is not True:
+            options.append(str(value))
+    return options
 
 
 def divisors(n: int) -> list[int]:

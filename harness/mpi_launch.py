@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from harness import HarnessError
-from harness.config import RunConfig
+from harness.config import RunConfig, run_options
 from harness.mpi_segments import remove_orphaned_segments, unlink_own_segments
 
 LAUNCHER_ENV = "FT_HARNESS_MPI_LAUNCHER"  # "host:pid" of the launcher, for the ranks to watch
@@ -60,14 +60,8 @@ def in_mpi_job() -> bool:
 
 def rank_arguments(args: argparse.Namespace) -> list[str]:
     """The `run` options the user gave, for the ranks to parse exactly as we did."""
-    argv: list[str] = []
-    for key, value in vars(args).items():
-        if key == "command" or value is None or value is False:
-            continue
-        argv.append("--" + key.replace("_", "-"))
-        if value is not True:
-            argv.append(str(value))  # str of a float round-trips exactly
-    return argv
+    return run_options({key: value for key, value in vars(args).items()
+                        if key != "command" and value is not None and value is not False})
 
 
 # ---------------------------------------------------------------------------------- launcher side

@@ -42,13 +42,8 @@ def unlink_own_segments(shm: Path = SHM, maps: Path = Path("/proc/self/maps")) -
     """Unlink the MPICH segments this process maps: a rank about to abort or kill itself calls
     this, since MPICH will not. Safe for the job's other ranks: their mappings stay valid, only
     the name goes. Works on every host and under a user's own mpiexec, as the launcher cannot."""
-    try:
-        lines = maps.read_text().splitlines()
-    except OSError:
-        return []  # no /proc (macOS): nothing known to clean
-    names = {fields[5] for fields in (line.split(maxsplit=5) for line in lines) if len(fields) == 6}
     removed = []
-    for name in sorted(names):
+    for name in sorted(mapped_in(maps)):  # empty without /proc (macOS): nothing known to clean
         path = Path(name)
         if path.parent == shm and path.match(SEGMENTS):  # "(deleted)" ones do not match: already gone
             path.unlink(missing_ok=True)
@@ -67,14 +62,13 @@ def _ours_since(path: Path, since: float) -> bool:
 def mapped_files() -> set[str]:
     """Every file some process has mapped, as /proc/PID/maps names it (unreadable ones skipped:
     another user's processes, or one that just ended)."""
-    found: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            lines = maps.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6:
-                found.add(fields[5])
-    return found
+    return set().union(*(mapped_in(maps) for maps in Path("/proc").glob("[0-9]*/maps")))
+
+
+def mapped_in(maps: Path) -> set[str]:
+    """The files one /proc/PID/maps lists (its sixth field); none where it cannot be read."""
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return set()
+    return {fields[5] for fields in (line.split(maxsplit=5) for line in lines) if len(fields) == 6}

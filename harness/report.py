@@ -161,13 +161,14 @@ def row(index: Index, m: Measurement) -> dict[str, Any]:
     same = index.serial(m.config, m.cell)
     vs_same, vs_default = vs_serial(index, m), vs_serial(index, m, index.default)
     speedup = 1.0 if same is m else (vs_same["speedup"] if vs_same else None)
+    computing = threads(m)
     return {"configuration": m.config, "name": m.cell.name, "workload": m.cell.workload, "series": m.cell.series,
             "strategy": m.cell.strategy, "workers": m.cell.workers, "variant": m.cell.variant,
             "model": m.cell.model, "unit": m.meta.get("ft_unit"), "mean_s": m.mean, "stdev_s": m.stdev,
-            "workload_variant": m.cell.baseline.variant, "threads": threads(m),
+            "workload_variant": m.cell.baseline.variant, "threads": computing,
             "values": len(m.values), "rate_per_s": m.rate, "is_baseline": same is m,
             "vs_serial": vs_same, "vs_serial_default": vs_default,
-            "efficiency": speedup / threads(m) if speedup is not None else None,
+            "efficiency": speedup / computing if speedup is not None else None,
             **digest_facts(m, same)}
 
 

@@ -138,14 +138,14 @@ def test_scaling_preset_reaches_16_workers_with_whole_microbatches_for_each() ->
 
 def test_an_mpi_cell_runs_its_config_through_the_run_command_unchanged() -> None:
     from harness.__main__ import build_parser, config_from_args
-    from harness.bench import run_options
+    from harness.bench import changed_options
     preset = get_preset("full")
     for cell in (Cell("data-parallel", "mpi", 2, "t2", "large"), Cell("async-sgd", "mpi", 4, "striped", "tiny")):
         config = preset.config(cell, "/unused")
-        assert config_from_args(build_parser().parse_args(["run", *run_options(config)])) == config
+        assert config_from_args(build_parser().parse_args(["run", *changed_options(config)])) == config
     probe = preset.config(Cell("async-sgd", "mpi", 2, "hogwild", "tiny"), "/unused")
     probe = type(probe)(**{**probe.as_dict(), "probe": True, "lr": 0.1 / 3})
-    assert config_from_args(build_parser().parse_args(["run", *run_options(probe)])) == probe
+    assert config_from_args(build_parser().parse_args(["run", *changed_options(probe)])) == probe
 
 
 def test_a_model_that_cannot_read_the_images_is_skipped_with_its_reason(tmp_path: Path) -> None:
