@@ -32,8 +32,8 @@ def remove_orphaned_segments(since: float, shm: Path = SHM, wait: float = 0.0) -
         for path in (path for path in fresh if str(path) not in mapped):
             path.unlink(missing_ok=True)
             removed.append(path.name)
-        if len(removed) == len(fresh) or time.monotonic() >= deadline:
-            break
+        if all(str(path) not in mapped for path in fresh) or time.monotonic() >= deadline:
+            break  # every fresh one was free (and is gone), or no more time to wait
         time.sleep(0.1)
     return removed
 

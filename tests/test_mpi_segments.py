@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -37,3 +38,17 @@ def test_a_rank_unlinks_the_segments_it_maps_and_nothing_else(tmp_path: Path) ->
         assert unlink_own_segments(shm=tmp_path) == [mine.name]
         mapping[0] = 1  # the mapping outlives the name, as the other ranks' do
     assert [p.name for p in tmp_path.iterdir()] == [other.name]
+
+
+def test_the_wait_outlasts_a_segment_still_mapped_after_another_was_removed(tmp_path: Path) -> None:
+    """Two orphans, one still mapped for a while (a rank going slowly): both must go."""
+    since, (free, held) = time.time(), (tmp_path / "mpich_shm_free_0", tmp_path / "mpich_shm_held_0")
+    for path in (free, held):
+        path.write_bytes(b"\0" * mmap.PAGESIZE)
+    handle = held.open("r+b")
+    mapping = mmap.mmap(handle.fileno(), 0)
+    release = threading.Timer(0.5, lambda: (mapping.close(), handle.close()))
+    release.start()
+    removed = remove_orphaned_segments(since, shm=tmp_path, wait=10.0)
+    release.join()
+    assert sorted(removed) == [free.name, held.name] and not list(tmp_path.iterdir())
