@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from harness import toolchain  # noqa: E402  (standard library only)
-from harness.table import render_comparison  # noqa: E402  (standard library only)
+from harness.report.table import render_comparison  # noqa: E402  (standard library only)
 
 nox.options.sessions = ["tests"]
 COMPARE_CELLS = [("serial", 1)] + [(s, w) for s in ("threads", "processes", "asyncio", "blas") for w in (1, 2)]

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     if config.strategy == "mpi":  # ranks are processes of their own: launch them, or be one
-        from harness.mpi_launch import run_mpi
+        from harness.mpi.launch import run_mpi
         return run_mpi(config, args, show)
     show(execute(config))
     return 0
@@ -87,7 +87,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from harness.shards import data_command
+    from harness.data.shards import data_command
     summary = data_command(args)
     print(json.dumps(summary, indent=2) if args.json else summary["message"])
     return 0
@@ -135,12 +135,12 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import main as bench_main
+    from harness.bench.main import main as bench_main
     return bench_main(args.argv)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import report_command
+    from harness.report.summary import report_command
     print(report_command(args.raw, args.output))
     return 0
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.augment import FILL, PAD, Draw, augment_batch, augment_numpy, augment_python, decode, draw
+from harness.data.augment import FILL, PAD, Draw, augment_batch, augment_numpy, augment_python, decode, draw
 
 IMAGES = st.integers(4, 12).flatmap(
     lambda h: st.integers(4, 12).flatmap(lambda w: arrays(np.uint8, (3, h, w))))

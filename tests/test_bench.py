@@ -13,10 +13,10 @@ import pyperf
 import pytest
 
 from harness import HarnessError
-from harness.matrix import PRESETS, SPECS, Cell, Selection, get_preset, parse_name, plan, select
+from harness.bench.matrix import PRESETS, SPECS, Cell, Selection, get_preset, parse_name, plan, select
 from strategies.mpi import Mpi
-from harness.bench import selection_of
-from harness.measure import inherit_environ
+from harness.bench.main import selection_of
+from harness.bench.measure import inherit_environ
 from tests.smoke_bench import ROOT, bench_command, bench_env, run_bench, smoke_bench
 
 NAME = re.compile(r"^[a-z-]+/[a-z]+/w\d+(/[a-z0-9-]+)?(/[a-z0-9-]+)?$")
@@ -102,7 +102,7 @@ def test_mpis_own_variants_go_with_mpi_only_and_their_baseline_is_the_plain_seri
 
 def test_plain_in_variants_asks_for_the_cells_without_one_beside_mpis_own() -> None:
     """The hybrid study in one bench: N ranks x 2 threads beside N ranks, 2N threads and serial."""
-    from harness.bench import forward_arguments, make_runner
+    from harness.bench.main import forward_arguments, make_runner
     argv = ["--preset", "full", "--workloads", "data-parallel", "--strategies", "serial,threads,mpi",
             "--workers", "2,4", "--variants", "plain,t2", "--models", "tiny"]
     args = make_runner(argv).parse_args(argv)
@@ -138,7 +138,7 @@ def test_scaling_preset_reaches_16_workers_with_whole_microbatches_for_each() ->
 
 def test_an_mpi_cell_runs_its_config_through_the_run_command_unchanged() -> None:
     from harness.__main__ import build_parser, config_from_args
-    from harness.bench import changed_options
+    from harness.bench.main import changed_options
     preset = get_preset("full")
     for cell in (Cell("data-parallel", "mpi", 2, "t2", "large"), Cell("async-sgd", "mpi", 4, "striped", "tiny")):
         config = preset.config(cell, "/unused")

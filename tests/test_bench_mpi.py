@@ -14,7 +14,7 @@ import pyperf
 import pytest
 
 from harness.envinfo import gil_enabled
-from harness.report import report_command
+from harness.report.summary import report_command
 from strategies.mpi import INSTALL_HINT, Mpi
 from tests.smoke_bench import ROOT, run_bench
 

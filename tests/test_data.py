@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness import HarnessError
-from harness.data import load_idx_pair, read_idx, synthetic, write_idx
+from harness.data.synthetic import load_idx_pair, read_idx, synthetic, write_idx
 
 
 def test_synthetic_is_deterministic_and_split() -> None:

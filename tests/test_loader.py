@@ -20,11 +20,11 @@ import pytest
 
 from harness import HarnessError
 from harness.config import RunConfig
-from harness.data import write_idx
-from harness.loader import (IDX_NAMES, LoadBatch, PipelineStats, batches_digest, epoch_tasks,
+from harness.data.synthetic import write_idx
+from harness.data.pipeline import (IDX_NAMES, LoadBatch, PipelineStats, batches_digest, epoch_tasks,
                             open_source, stream)
 from harness.runner import execute
-from harness.shards import make_shards
+from harness.data.shards import make_shards
 from strategies import create
 from strategies.base import Strategy
 

@@ -1,4 +1,4 @@
-"""harness.mpi_segments on real files and a real mapping: only this job's orphans are removed."""
+"""harness.mpi.segments on real files and a real mapping: only this job's orphans are removed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.mpi_segments import mapped_files, remove_orphaned_segments, unlink_own_segments
+from harness.mpi.segments import mapped_files, remove_orphaned_segments, unlink_own_segments
 
 
 def test_only_fresh_unmapped_mpich_segments_are_removed(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import pyperf
 import pytest
 
-from harness import rawdata
-from harness.matrix import Cell
-from harness.rawdata import Measurement, compare, speedup_label
-from harness.report import report_command
+from harness.report import rawdata
+from harness.bench.matrix import Cell
+from harness.report.rawdata import Measurement, compare, speedup_label
+from harness.report.summary import report_command
 from tests.smoke_bench import CONFIGS, ROOT, smoke_bench
 
 CLOSE = 1e-9
@@ -318,7 +318,7 @@ def test_headline_follows_the_model_with_the_most_cells() -> None:
     """The scaling preset has 15 tiny cells and 7 small ones: the headline is tiny's curve,
     whichever model the raw file lists first; on a tie, the first listed."""
     from types import SimpleNamespace
-    from harness.report import headline
+    from harness.report.summary import headline
 
     def row(model: str, series: str, workers: int) -> dict[str, Any]:
         return {"model": model, "workload_variant": "", "series": series, "workers": workers,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.scaling import fit, usl
+from harness.report.scaling import fit, usl
 
 WORKERS = [1, 2, 3, 4, 6, 8]
 

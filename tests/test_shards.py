@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from harness import HarnessError
-from harness import shards
-from harness.shards import MANIFEST, check_all, make_shards, open_shards, parse_shape
+from harness.data import shards
+from harness.data.shards import MANIFEST, check_all, make_shards, open_shards, parse_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.config import RunConfig
-from harness.data import Dataset
+from harness.data.synthetic import Dataset
 from harness.model import MLP, params_digest
 from harness.params import (ParamStore, open_store, probe_deltas, probe_expected, probe_report,
                             probe_worker, stripes_for)

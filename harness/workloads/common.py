@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.config import RunConfig
-from harness.data import Dataset, synthetic
+from harness.data.synthetic import Dataset, synthetic
 from harness.model import MLP
 from strategies.base import Strategy
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.config import RunConfig
-from harness.loader import TrainingFeed, training_feed
+from harness.data.pipeline import TrainingFeed, training_feed
 from harness.model import MLP, params_digest
 from harness.seeding import rng_for
 from harness.workloads import workload

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from harness.config import RunConfig
-from harness.loader import LoadBatch, PipelineStats, batches_digest, epoch_tasks, open_source, stream
+from harness.data.pipeline import LoadBatch, PipelineStats, batches_digest, epoch_tasks, open_source, stream
 from harness.workloads import workload
 from strategies.base import Strategy
 

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import HarnessError
-from harness.loader import LoadBatch, PipelineStats, Source, epoch_tasks, open_source, stream
-from harness.shards import make_shards
+from harness.data.pipeline import LoadBatch, PipelineStats, Source, epoch_tasks, open_source, stream
+from harness.data.shards import make_shards
 from strategies import create
 from strategies.base import Strategy
 

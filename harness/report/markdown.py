@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from harness.plots import plot_slug
-from harness.rawdata import speedup_label
+from harness.report.plots import plot_slug
+from harness.report.rawdata import speedup_label
 
 UNSTABLE = 0.10  # pyperf warns when the standard deviation exceeds 10 % of the mean
 REFERENCE_NOTE = ("For context, not our measurement: PEP 703 estimated 5–6 % single-thread overhead; "

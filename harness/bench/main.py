@@ -1,4 +1,4 @@
-"""`python -m harness bench`: a pyperf Runner script over a matrix of cells (see harness.matrix).
+"""`python -m harness bench`: a pyperf Runner script over a matrix of cells (see harness.bench.matrix).
 
     python -m harness bench [--preset quick|full] [--workloads ...] [--strategies ...]
                             [--workers 1,2,4] [--variants ...] [--models ...] [--out FILE]
@@ -29,10 +29,11 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import pyperf
 
-from harness import HarnessError, measure
+from harness import HarnessError
+from harness.bench import measure
 from harness.config import RunConfig, run_options
 from harness.envinfo import gil_enabled
-from harness.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
+from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
                             get_preset, plan, spec_for, variant_name)
 from harness.workloads import get_workload
 from strategies import Strategy, create
@@ -207,7 +208,7 @@ def default_data_dir(preset: Preset) -> str:
 
 def ensure_data(path: str, preset: Preset) -> None:
     """Make the sample set once (atomically); later benches verify and reuse it."""
-    from harness.shards import MANIFEST, check_all, make_shards
+    from harness.data.shards import MANIFEST, check_all, make_shards
     if (Path(path) / MANIFEST).exists():
         found = check_all(path)
         if found.samples != preset.data_samples or tuple(found.shape) != DATA_SHAPE:

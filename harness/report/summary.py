@@ -4,8 +4,8 @@ Every figure is computed once into the summary (written as summary.json) and the
 plots are drawn from the summary alone, so the two never disagree. Nothing depends on the time of
 rendering, dictionaries are filled in a fixed order, and so the same raw files give the same report.
 
-A benchmark value is seconds per unit of work (see harness.matrix); speed-ups are ratios of mean
-time per unit, and each one carries pyperf's own significance test (harness.rawdata.compare).
+A benchmark value is seconds per unit of work (see harness.bench.matrix); speed-ups are ratios of mean
+time per unit, and each one carries pyperf's own significance test (harness.report.rawdata.compare).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness import HarnessError, rawdata
-from harness.matrix import Cell, cli_text, get_preset
-from harness.rawdata import Measurement, RawFile, compare
-from harness.scaling import fit
+from harness import HarnessError
+from harness.report import rawdata
+from harness.bench.matrix import Cell, cli_text, get_preset
+from harness.report.rawdata import Measurement, RawFile, compare
+from harness.report.scaling import fit
 
 FORMAT = "ft-harness-report/1"
 STRATEGY_ORDER = ("serial", "threads", "processes", "mpi", "asyncio", "blas")  # others after, by name
@@ -299,8 +300,8 @@ def reproduce(files: list[RawFile]) -> dict[str, Any]:
 # ---- writing ---------------------------------------------------------------------------------------
 
 def report_command(paths: list[str], out: str) -> str:
-    from harness.plots import render_plots
-    from harness.reportmd import render_markdown
+    from harness.report.plots import render_plots
+    from harness.report.markdown import render_markdown
     target = Path(out)
     check_output_folder(target)  # before any work: a refusal costs nothing
     summary = summarise(rawdata.load(paths))

@@ -15,7 +15,7 @@ Failing fast, with no orphans:
 - killed with SIGKILL, the launcher can stop nothing: each rank on its host watches it (a pidfd)
   and kills itself, and mpiexec, seeing a rank die by a signal, ends all the others;
 - once mpiexec is gone, the launcher removes the shared memory an aborted job left on this host
-  (harness.mpi_segments).
+  (harness.mpi.segments).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from harness import HarnessError
 from harness.config import RunConfig, run_options
-from harness.mpi_segments import remove_orphaned_segments, unlink_own_segments
+from harness.mpi.segments import remove_orphaned_segments, unlink_own_segments
 
 LAUNCHER_ENV = "FT_HARNESS_MPI_LAUNCHER"  # "host:pid" of the launcher, for the ranks to watch
 JOB_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # set by MPICH, PMIx, Open MPI launchers

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from harness import __version__
 from harness.config import RunConfig
 from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
-from harness.matrix import Cell, Preset, Selection, spec_for
+from harness.bench.matrix import Cell, Preset, Selection, spec_for
 
 PREFIX = "ft_"
 INHERITED_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "BLIS_", "GOTO_", "VECLIB_")

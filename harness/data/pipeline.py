@@ -27,11 +27,11 @@ from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 
 from harness import HarnessError
-from harness.augment import augment_batch, decode
+from harness.data.augment import augment_batch, decode
 from harness.config import RunConfig
-from harness.data import read_idx
+from harness.data.synthetic import read_idx
 from harness.seeding import rng_for
-from harness.shards import open_shards
+from harness.data.shards import open_shards
 from strategies.base import Strategy
 
 T = TypeVar("T")

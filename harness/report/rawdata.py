@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import pyperf
 
 from harness import HarnessError
-from harness.matrix import Cell
+from harness.bench.matrix import Cell
 
 CONFIG_ORDER = ("cp313", "cp313t", "cp313t-gil")  # the default build first: it is the baseline
 # Metadata that must agree across files for their numbers to be comparable, and why in words.

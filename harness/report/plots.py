@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.scaling import usl
+from harness.report.scaling import usl
 
 COLORS = {"cp313": "#1f77b4", "cp313t": "#d62728", "cp313t-gil": "#2ca02c"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

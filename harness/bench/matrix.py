@@ -25,7 +25,7 @@ DATA_SEED = 0
 
 
 def _loader_units(config: RunConfig) -> int:
-    from harness.loader import open_source  # reads the manifest only
+    from harness.data.pipeline import open_source  # reads the manifest only
     return open_source(config.data).samples * config.epochs
 
 
@@ -83,7 +83,7 @@ def spec_for(workload: str) -> WorkloadSpec:
         return SPECS[workload]
     except KeyError:
         raise HarnessError(f"workload {workload!r} has no bench spec; known: {', '.join(SPECS)} "
-                           "(add one to harness.matrix.SPECS)") from None
+                           "(add one to harness.bench.matrix.SPECS)") from None
 
 
 def variants_for(workload: str, strategy: str) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""MPI plumbing outside the strategy: the mpiexec launcher and its shared-memory segment sweep."""
