@@ -20,52 +20,49 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `run`; an option not given takes RunConfig's default (one source of defaults)."""
-    p.add_argument("--workload")
-    p.add_argument("--strategy")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--model", help="tiny | small | large | widths like 64-32-10")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--microbatches", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--train-samples", type=int)
-    p.add_argument("--test-samples", type=int)
-    p.add_argument("--start-method", help="fork | forkserver | spawn (processes)")
-    p.add_argument("--data", help="a `data make` folder, or idx:PATH (loader)")
-    p.add_argument("--policy", help="lock | striped | hogwild (async-sgd)")
-    p.add_argument("--updates", type=int, help="updates per worker (async-sgd)")
-    p.add_argument("--stripes", type=int, help="equal slices (async-sgd striped)")
-    p.add_argument("--probe", action="store_true", help="exact lost-update probe (async-sgd)")
-    p.add_argument("--augment", help="numpy | python (loader)")
-    p.add_argument("--order", help="ordered | unordered (loader)")
-    p.add_argument("--epochs", type=int, help="epochs (loader)")
-    p.add_argument("--prefetch", type=int, help="batches in flight per worker (loader)")
-    p.add_argument("--hosts", help="hosts for the ranks, comma-separated, as mpiexec -hosts (mpi)")
-    p.add_argument("--hostfile", help="an MPI hostfile, as mpiexec -f (mpi)")
-    p.add_argument("--threads-per-rank", type=int, help="threads inside each rank (mpi)")
-    p.add_argument("--reduce", help="ordered | allreduce (mpi data-parallel)")
+    """Options of `run`, built from the declarations: RunConfig's core fields, then every option
+    of every registered plug-in (an option not given takes its declared default)."""
+    from harness.config import all_options, core_fields, core_option
+    for core in core_fields():
+        add_option(p, core_option(core), "")
+    for name, owners in sorted(all_options().items()):
+        add_option(p, owners[0][1], ", ".join(owner for owner, _ in owners))
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_option(p: argparse.ArgumentParser, option: Any, owners: str) -> None:
+    where = f" [{owners}]" if owners else ""
+    choices = f" ({' | '.join(map(str, option.choices))})" if option.choices else ""
+    help_text = f"{option.help}{choices}{where}".replace("%", "%%")
+    if option.kind is bool:
+        p.add_argument(option.flag, action="store_true", default=None, help=help_text)
+    else:
+        p.add_argument(option.flag, type=option.kind, help=help_text, metavar=option.name.upper())
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave (None: not given; a flag left off is not given either)."""
+    return {k: v for k, v in vars(args).items()
+            if k not in ("command", "json") and v is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from harness.config import RunConfig
-    fields = RunConfig.__dataclass_fields__
-    return RunConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    return RunConfig(**given_settings(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import execute, summary_line
+    from strategies import get_strategy
 
     def show(result: dict[str, Any]) -> None:
         print(json.dumps(result, indent=2) if args.json else summary_line(result))
 
     config = config_from_args(args)
-    if config.strategy == "mpi":  # ranks are processes of their own: launch them, or be one
-        from harness.mpi.launch import run_mpi
-        return run_mpi(config, args, show)
+    command_line = {**given_settings(args), **({"json": True} if args.json else {})}
+    status = get_strategy(config.strategy).launch(config, command_line, show)
+    if status is not None:  # the strategy ran the command its own way (mpi: under mpiexec)
+        return int(status)
     show(execute(config))
     return 0
 
@@ -94,29 +91,49 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.workloads import DESCRIPTIONS, _load_all
-    from strategies import REGISTRY
-    _load_all()
-    rows = {"workloads": [{"name": n, "description": d} for n, d in sorted(DESCRIPTIONS.items())],
-            "strategies": [strategy_row(cls) for _, cls in sorted(REGISTRY.items())]}
+    from harness.plugins import loaded
+    rows = plugin_rows()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({**rows, "plugins": loaded()}, indent=2))
         return 0
-    print("workloads:")
-    for w in rows["workloads"]:
-        print(f"  {w['name']:<15} {w['description']}")
-    print("strategies:")
-    for s in rows["strategies"]:
-        state = "available" if s["available"] else f"UNAVAILABLE: {s['reason']}"
-        print(f"  {s['name']:<10} {state:<12} {s['description']}")
+    for kind in ("workloads", "strategies", "models"):
+        print(f"{kind}:")
+        for row in rows[kind]:
+            state = "" if row.get("available", True) else f"UNAVAILABLE: {row['reason']} "
+            flags = " ".join(o["flag"] for o in row["options"])
+            print(f"  {row['name']:<14} {state}{row['description']}" + (f"  [{flags}]" if flags else ""))
+    for source in loaded():
+        print(f"plugin: {source['name']} ({source['origin']}"
+              + (f", {source['distribution']} {source['version']}" if source["distribution"] else "") + ")")
     return 0
+
+
+def plugin_rows() -> dict[str, list[dict[str, Any]]]:
+    from harness import plugins
+    from harness.models import MODELS
+    from harness.workloads import WORKLOADS
+    from strategies import REGISTRY
+    plugins.load()
+    return {"workloads": [workload_row(w) for w in WORKLOADS.values()],
+            "strategies": [strategy_row(cls) for cls in REGISTRY.values()],
+            "models": [{"name": m.name, "description": m.description, "examples": list(m.examples),
+                        "module": m.module, "options": [o.describe() for o in m.options]}
+                       for m in MODELS.values()]}
+
+
+def workload_row(w: Any) -> dict[str, Any]:
+    return {"name": w.name, "description": w.description, "module": w.module,
+            "uses_model": w.uses_model, "benchable": w.bench is not None,
+            "options": [o.describe() for o in w.options]}
 
 
 def strategy_row(cls: Any) -> dict[str, Any]:
     ok, reason = cls.available()
     return {"name": cls.name, "available": ok, "reason": reason, "description": cls.description,
-            "uses_processes": cls.uses_processes, "shares_memory": cls.shares_memory,
-            "bitwise_deterministic": cls.bitwise_deterministic}
+            "module": cls.__module__, "uses_processes": cls.uses_processes,
+            "shares_memory": cls.shares_memory, "bitwise_deterministic": cls.bitwise_deterministic,
+            "bench_variants": sorted(cls.bench_variants),
+            "options": [o.describe() for o in cls.options]}
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -164,7 +181,9 @@ RAW_COMMANDS = ("bench",)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared")
+    parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared",
+                    epilog="--plugin MODULE|FILE.py|FOLDER (any command, repeatable) loads a plug-in "
+                           "that is not installed; FT_HARNESS_PLUGINS=mod1,mod2 does the same")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
@@ -195,8 +214,38 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`--plugin ITEM` / `--plugin=ITEM` anywhere (repeatable): (items, the other arguments).
+    They are taken before parsing because the plug-ins' options shape the parser."""
+    items, rest, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--plugin":
+            item = next(it, None)
+            if item is None:
+                raise HarnessError("--plugin needs a module name, a .py file or a package folder")
+            items.append(item)
+        elif arg.startswith("--plugin="):
+            items.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return items, rest
+
+
+def load_plugins(argv: list[str]) -> list[str]:
+    from harness import plugins
+    items, rest = take_plugins(argv)
+    plugins.load()
+    plugins.add(items)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        rest = load_plugins(sys.argv[1:] if argv is None else argv)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parse(rest)
     interrupt_on_termination()
     try:
         return COMMANDS[args.command][0](args)

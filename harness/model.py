@@ -11,9 +11,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness import HarnessError
 from harness.seeding import rng_for
 
 INIT_DOMAIN = 1  # SeedSequence key: parameter initialisation
+MODEL_PRESETS: dict[str, tuple[int, ...]] = {
+    "tiny": (64, 32, 10),  # Python overhead dominates: many small NumPy calls
+    "small": (256, 128, 10),
+    "large": (784, 1024, 10),  # BLAS dominates: one matmul is most of the time
+}
+
+
+def parse_widths(model: str) -> tuple[int, ...]:
+    """A preset name or explicit widths such as `64-32-10` (input-hidden...-classes)."""
+    if model in MODEL_PRESETS:
+        return MODEL_PRESETS[model]
+    try:
+        widths = tuple(int(w) for w in model.split("-"))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1 or widths[-1] < 2:
+        raise HarnessError(
+            f"model={model!r} is not a preset ({', '.join(MODEL_PRESETS)}) nor widths like "
+            "'64-32-10' (at least input and classes, every width >= 1, classes >= 2)")
+    return widths
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,22 @@ class MLP:
             self.layers.append(Layer(n_in, n_out, offset))
             offset = self.layers[-1].end
         self.size = offset
+
+    @property
+    def n_inputs(self) -> int:
+        return self.widths[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.widths[-1]
+
+    def segments(self) -> list[slice]:
+        """One slice of the flat buffer per layer: its weights and its bias, side by side."""
+        return [slice(layer.offset, layer.end) for layer in self.layers]
+
+    def describe(self) -> dict[str, object]:
+        """What a result records about the model."""
+        return {"model": list(self.widths), "parameters": self.size}
 
     def views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(W, b) per layer as views into `flat`: writing a view writes the buffer."""

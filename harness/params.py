@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness import HarnessError
-from harness.model import MLP
+from harness.models import Model
 from harness.seeding import rng_for
 from strategies.base import Strategy
 
@@ -40,12 +40,12 @@ def equal_stripes(size: int, count: int) -> list[slice]:
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
-def layer_stripes(model: MLP) -> list[slice]:
-    """One stripe per layer: its weights and its bias, which lie next to each other."""
-    return [slice(layer.offset, layer.end) for layer in model.layers]
+def layer_stripes(model: Model) -> list[slice]:
+    """One stripe per part of the model as it names them (the MLP: per layer, weights and bias)."""
+    return list(model.segments())
 
 
-def stripes_for(policy: str, model: MLP, stripes: int | None = None) -> list[slice]:
+def stripes_for(policy: str, model: Model, stripes: int | None = None) -> list[slice]:
     """The write granularity of a policy; only `striped` cuts the vector."""
     if policy != "striped":
         return [slice(0, model.size)]

@@ -6,8 +6,9 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.envinfo import interpreter_info, require_blas
+from harness.plugins import loaded
 from harness.workloads import get_workload
-from strategies import create
+from strategies import open_strategy
 from strategies.base import blas_summary
 
 
@@ -15,14 +16,14 @@ def execute(config: RunConfig) -> dict[str, Any]:
     """Validate, run, and return the result; the strategy is always closed, even on error."""
     require_blas()
     workload = get_workload(config.workload)
-    with create(config.strategy, config.workers, **config.strategy_options()) as strategy:
+    with open_strategy(config) as strategy:
         blas = blas_summary()  # read inside: the strategy has set the BLAS thread count
         measured = workload(config, strategy)
         info = strategy.info()
     return {
         "workload": config.workload, "strategy": config.strategy, "workers": config.workers,
         "seed": config.seed, "interpreter": interpreter_info(), "blas": blas,
-        "strategy_info": info, **measured, "config": config.as_dict(),
+        "strategy_info": info, **measured, "config": config.as_dict(), "plugins": loaded(),
     }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from harness import HarnessError
+from harness.options import Option
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,14 +48,33 @@ def get_strategy(name: str) -> type["Strategy"]:
         raise HarnessError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
+START_METHOD = Option(name="start_method", default="forkserver",
+                      choices=("fork", "forkserver", "spawn"),
+                      help="how worker processes start (default forkserver)")
+
+
 class Strategy(ABC):
-    """Base class: pins BLAS, tracks closing, provides the context-manager protocol."""
+    """Base class: pins BLAS, tracks closing, provides the context-manager protocol.
+
+    Everything the harness knows about a strategy is declared on its class: the options its
+    constructor takes (`options`; each reaches `__init__` as a keyword), its own bench variants
+    (`bench_variants`: name -> settings), the cells it adds to the bench's presets (`bench_cells`:
+    preset -> workload -> variant ("" = the workload's own) -> worker counts), the `info()` keys
+    the bench records (`info_facts`), whether a bench run must be a whole `run` job in a
+    subprocess (`bench_as_job`), and, for a strategy whose workers are not started by the calling
+    process, a `launch` that runs the command itself (mpi's mpiexec).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     uses_processes: ClassVar[bool] = False
     shares_memory: ClassVar[bool] = True  # workers see writes to shared_array without copying
     bitwise_deterministic: ClassVar[bool] = True  # equal to serial bit for bit
+    options: ClassVar[tuple[Option, ...]] = ()
+    bench_variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    bench_cells: ClassVar[dict[str, dict[str, dict[str, tuple[int, ...]]]]] = {}
+    info_facts: ClassVar[tuple[str, ...]] = ()
+    bench_as_job: ClassVar[bool] = False
 
     def __init__(self, workers: int = 1, *, start_method: str = "forkserver") -> None:
         if not isinstance(workers, int) or workers < 1:
@@ -72,6 +92,29 @@ class Strategy(ABC):
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return True, ""
+
+    @classmethod
+    def supports(cls, workload: str) -> tuple[bool, str]:
+        """Whether this strategy can run that workload here (False with the reason)."""
+        return True, ""
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """A rule across this strategy's options (HarnessError if broken); none by default."""
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Strategy":
+        """The strategy a run configuration asks for: its worker count and its own options."""
+        return cls(config.workers, **{o.name: getattr(config, o.name) for o in cls.options})
+
+    @classmethod
+    def launch(cls, config: Any, given: dict[str, Any],
+               show: Callable[[dict[str, Any]], None]) -> int | None:
+        """For a strategy whose workers the calling process cannot start itself (mpi: mpiexec
+        starts the ranks): run the whole `run` command, show the result, return the exit status.
+        None (the default): run in this process as usual. `given` holds the settings the user
+        gave, to start the same command elsewhere."""
+        return None
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> list[R]:
         """fn over tasks, results in task order; a task's exception is re-raised here."""

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from harness import HarnessError
+from harness.options import Option
 from strategies.base import R, T, Strategy, concatenated, register
 from strategies.threads import Threads
 
@@ -80,9 +81,33 @@ class Mpi(Strategy):
     description = "MPI ranks via mpiexec (mpi4py); rows summed in order along the ranks, or --reduce allreduce"
     uses_processes = True
     shares_memory = False
+    options = (
+        Option(name="hosts", help="hosts for the ranks, comma-separated, as mpiexec -hosts"),
+        Option(name="hostfile", help="an MPI hostfile, as mpiexec -f"),
+        Option(name="threads_per_rank", kind=int, default=1, minimum=1,
+               help="threads inside each rank (a hybrid: ranks x threads)"),
+        Option(name="reduce", default="ordered", choices=("ordered", "allreduce"),
+               help="data-parallel's gradient sum: in order along the ranks (bitwise = serial) "
+                    "or MPI's Allreduce"),
+    )
+    # mpi's own knobs in the bench: Allreduce where there is something to reduce between ranks,
+    # and N ranks x 2 threads, to set against 2N processes or threads
+    bench_variants = {"allreduce": {"reduce": "allreduce"}, "t2": {"threads_per_rank": 2}}
+    # each of its bench runs is a whole mpiexec job (about 1.5 s here): few cells in quick
+    bench_cells = {
+        "quick": {"data-parallel": {"": (2,)}},
+        "full": {"data-parallel": {"": (1, 2, 4), "allreduce": (2, 4), "t2": (1, 2)},
+                 "async-sgd": {"": (1, 2, 4)}},
+        "scaling": {"data-parallel": {"": (2, 8, 16)}},
+    }
+    # ranks x threads per rank, the reduction, the library and the thread level it gave
+    info_facts = ("ranks", "threads_per_rank", "total_threads", "reduce", "mpi_library",
+                  "thread_level_provided")
+    bench_as_job = True  # a pyperf worker cannot host MPI ranks: each run is a whole job
 
     def __init__(self, workers: int = 1, *, threads_per_rank: int = 1, reduce: str = "ordered",
-                 **kwargs: Any) -> None:
+                 hosts: str | None = None, hostfile: str | None = None, **kwargs: Any) -> None:
+        # hosts and hostfile placed this rank (the launcher gave them to mpiexec): nothing to do
         reducers = {"ordered": self._chain_rows, "allreduce": self._allreduce_rows}
         if reduce not in reducers:
             raise HarnessError(f"reduce={reduce!r} is not one of: {', '.join(reducers)}")
@@ -100,6 +125,17 @@ class Mpi(Strategy):
         self._stores: list[WindowStore] = []
         self._abandoned = False
         self._hosts = sorted(set(self._comm.allgather(self._mpi.Get_processor_name())))
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.hosts and config.hostfile:
+            raise HarnessError("hosts and hostfile: give one of them, not both")
+
+    @classmethod
+    def launch(cls, config: Any, given: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> int:
+        """Ranks are processes of their own: start the job under mpiexec, or be one rank of it."""
+        from harness.mpi.launch import run_mpi
+        return run_mpi(config, given, show)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -24,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from harness import HarnessError
-from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
+from strategies.base import START_METHOD, R, T, Strategy, concatenated, register, run_slice, split_evenly
 
 SEGMENT_PREFIX = "fth_"  # every segment we create starts with this, so tests can look for leaks
 LOCK_BANK_SIZE = 64
@@ -125,6 +125,7 @@ class Processes(Strategy):
     name = "processes"
     description = "ProcessPoolExecutor; parameters and inputs in shared memory"
     uses_processes = True
+    options = (START_METHOD,)
 
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)

@@ -75,7 +75,7 @@ def test_cli_without_json_prints_a_summary() -> None:
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--policy", "optimistic"], "policy='optimistic' is not one of: lock, striped, hogwild"),
-    (["--stripes", "0"], "stripes=0 must be >= 1"),
+    (["--stripes", "0"], "stripes=0 must be an integer >= 1"),
     (["--policy", "striped", "--stripes", "2411"], "stripes=2411 is more than the 2410 parameters"),
     (["--updates", "0"], "updates=0 must be an integer >= 1"),
 ])

@@ -44,9 +44,9 @@ def test_run_without_json_prints_a_summary() -> None:
     (["--workers", "0"], "workers=0 must be an integer >= 1"),
     (["--steps", "0"], "steps=0 must be an integer >= 1"),
     (["--microbatches", "7"], "microbatches=7 must divide batch=1024"),
-    (["--model", "huge"], "model='huge' is not a preset"),
+    (["--model", "huge"], "model='huge' is not a model any plug-in accepts"),
     (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
-    (["--start-method", "vfork"], "start_method='vfork' is not one of"),
+    (["--strategy", "processes", "--start-method", "vfork"], "start_method='vfork' is not one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
     proc = harness("run", *args)

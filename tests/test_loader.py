@@ -194,7 +194,7 @@ def test_idx_errors_name_what_is_missing(tmp_path: Path) -> None:
 
 
 def loader_result(data_dir: Path, **options: object) -> dict:
-    config = RunConfig(workload="loader", data=str(data_dir), batch=16, microbatches=1, **options)
+    config = RunConfig(workload="loader", data=str(data_dir), batch=16, **options)
     return execute(config)
 
 
@@ -235,7 +235,7 @@ def test_data_parallel_from_disk_checks_the_model_fits(data_dir: Path) -> None:
 def test_cli_loader_json_and_one_line_errors(data_dir: Path, tmp_path: Path) -> None:
     def harness(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "harness", "run", "--workload", "loader",
-                               "--batch", "16", "--microbatches", "1", *args], cwd=ROOT,
+                               "--batch", "16", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
 
     ok = harness("--data", str(data_dir), "--strategy", "processes", "--workers", "2", "--json")

@@ -8,8 +8,9 @@ pyperf re-runs this same command with `--worker --worker-task=K ...` for every v
 process; each worker rebuilds the same matrix and pyperf skips all cells but the K-th. The cell's
 pool is built lazily, on its first timed call and outside the timed region, so only the worker
 that measures a cell pays for its pool; the time returned is the workload's own `wall_s` (its
-training or loading loop), summed over pyperf's loops. An mpi cell runs each loop as a
-`python -m harness run --strategy mpi` job instead (MpiCellBench), and also returns its `wall_s`.
+training or loading loop), summed over pyperf's loops. A cell of a strategy whose workers a pyperf
+worker cannot host (its class says `bench_as_job`, e.g. mpi's ranks) runs each loop as a whole
+`python -m harness run` job instead (JobCellBench), and also returns its `wall_s`.
 
 The manager writes the suite to a hidden temporary file next to FILE and renames it over FILE at
 the very end: an interrupted bench leaves the previous FILE as it was.
@@ -31,12 +32,12 @@ import pyperf
 
 from harness import HarnessError
 from harness.bench import measure
+from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset,
+                                  Selection, cli_text, get_preset, plan, spec_for, variant_name)
 from harness.config import RunConfig, run_options
 from harness.envinfo import gil_enabled
-from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
-                            get_preset, plan, spec_for, variant_name)
 from harness.workloads import get_workload
-from strategies import Strategy, create
+from strategies import Strategy, get_strategy, open_strategy
 from strategies.base import blas_summary
 
 PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
@@ -104,7 +105,8 @@ class CellBench:
         for _ in range(loops):
             result = self._run(self.config)
             self._check(result)
-            measure.record_run(result, self.spec.digest_key, *self._context(result))
+            measure.record_run(result, self.spec.digest_key, self.workload.facts,
+                               *self._context(result))
             total += result["wall_s"]
         return total
 
@@ -113,11 +115,11 @@ class CellBench:
         self.opened = True
         self._start()
         if self.spec.probe:
-            probe = RunConfig(**{**self.config.as_dict(), **self.spec.probe})
+            probe = self.config.replace(**self.spec.probe)
             measure.record_probe(self._run(probe))
 
     def _start(self) -> None:
-        self.strategy = create(self.cell.strategy, self.cell.workers, **self.config.strategy_options())
+        self.strategy = open_strategy(self.config)
 
     def _run(self, config: RunConfig) -> dict[str, Any]:
         assert self.strategy is not None
@@ -140,11 +142,11 @@ class CellBench:
             self.strategy.close()
 
 
-class MpiCellBench(CellBench):
-    """An mpi cell. A pyperf worker cannot host MPI ranks (mpiexec starts them as processes of
-    their own), so each run is `python -m harness run --strategy mpi ... --json` in a subprocess,
-    whose launcher starts the job; the value is still the run's own `wall_s` (its training loop),
-    not the job's start-up, and its facts come from the ranks' result, not from this process."""
+class JobCellBench(CellBench):
+    """A cell of a strategy whose workers a pyperf worker cannot host (mpi: mpiexec starts the
+    ranks as processes of their own): each run is `python -m harness run ... --json` in a
+    subprocess, which starts them; the value is still the run's own `wall_s` (its training loop),
+    not the job's start-up, and its facts come from the job's result, not from this process."""
 
     def _start(self) -> None:
         pass  # no pool lives here: every run starts its own job
@@ -164,14 +166,14 @@ class MpiCellBench(CellBench):
 
 
 def cell_bench(cell: Cell, config: RunConfig) -> CellBench:
-    return MpiCellBench(cell, config) if cell.strategy == "mpi" else CellBench(cell, config)
+    job = get_strategy(cell.strategy).bench_as_job
+    return JobCellBench(cell, config) if job else CellBench(cell, config)
 
 
 def changed_options(config: RunConfig) -> list[str]:
-    """`run`'s options for the fields that differ from RunConfig's defaults (every field has
+    """`run`'s options for the settings that differ from their defaults (every setting has
     one: `--train-samples` for train_samples)."""
-    defaults = RunConfig.__dataclass_fields__
-    return run_options({k: v for k, v in config.as_dict().items() if v != defaults[k].default})
+    return run_options(config.changed())
 
 
 # ---- the manager: progress, data, output ----------------------------------------------------------

@@ -4,10 +4,12 @@ A cell is one (workload, strategy, workers[, variant][, model]) combination; its
 `workload/strategy/wN[/variant][/model]`, where the variant is the workload's own knob (async-sgd:
 the update policy; loader: the augmentation; data-parallel: `disk-<augment>` when batches come
 from the on-disk set through the loader, nothing when they come from memory) or, for a workload
-whose plain form has no variant (data-parallel), a strategy's own knob (STRATEGY_VARIANTS: mpi's
-`allreduce` reduction, `t2` = two threads per rank).
+whose plain form has no variant (data-parallel), a strategy's own knob (its class's
+`bench_variants`).
 
-Adding a workload to the bench is one entry in SPECS plus its cells in a preset.
+Nothing here names a workload or a strategy: a workload declares its WorkloadSpec (unit, variants,
+its share of each preset) where it is registered, and a strategy class declares its own variants
+and the cells it adds to each preset (`bench_variants`, `bench_cells`).
 Standard library and harness only: no pyperf here (the report parses names with it too).
 """
 
@@ -24,16 +26,22 @@ DATA_SHAPE = (28, 28)
 DATA_SEED = 0
 
 
-def _loader_units(config: RunConfig) -> int:
-    from harness.data.pipeline import open_source  # reads the manifest only
-    return open_source(config.data).samples * config.epochs
+@dataclass(frozen=True, kw_only=True)
+class PresetPart:
+    """A workload's share of one preset: its cells (the first grid is the one other strategies'
+    declared cells join) and its run sizes, `settings[""]` for every cell of the workload and
+    `settings[variant]` on top for that variant's cells."""
+
+    grids: tuple[tuple[Cell, ...], ...]
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkloadSpec:
-    """How the bench drives one workload. A benchmark value is seconds per *unit* of work (pyperf's
-    inner_loops = units per run), so throughputs compare across worker counts even where the work
-    grows with the workers (async-sgd: each worker does `updates` updates)."""
+    """How the bench drives one workload (declared with the workload). A benchmark value is
+    seconds per *unit* of work (pyperf's inner_loops = units per run), so throughputs compare
+    across worker counts even where the work grows with the workers (async-sgd: each worker does
+    `updates` updates)."""
 
     unit: str  # what one unit of work is, for humans: "sample", "update"
     units: Callable[[RunConfig], int]  # units of work in one run
@@ -42,28 +50,8 @@ class WorkloadSpec:
     variants: dict[str, dict[str, Any]]  # variant name ("" = none) -> RunConfig fields
     uses_model: bool = True
     probe: dict[str, Any] | None = None  # fields of an untimed run once per process, for its facts
-
-
-SPECS: dict[str, WorkloadSpec] = {
-    "data-parallel": WorkloadSpec(
-        unit="sample", units=lambda c: c.steps * c.batch, units_key="samples", digest_key="params_sha256",
-        variants={"": {}, **{f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}}),
-    "async-sgd": WorkloadSpec(
-        unit="update", units=lambda c: c.workers * c.updates, units_key="steps",
-        digest_key="params_sha256", variants={p: {"policy": p} for p in ("lock", "striped", "hogwild")},
-        probe={"probe": True}),  # the exact lost-update count comes from the probe mode
-    "loader": WorkloadSpec(
-        unit="sample", units=_loader_units, units_key="samples", digest_key="batches_sha256",
-        variants={a: {"data": DATA, "augment": a} for a in ("python", "numpy")}, uses_model=False),
-}
-
-
-# A strategy's knobs as variants, named apart from every workload variant and model name. They
-# apply only where the workload's plain form has no variant: a cell has one variant slot, and
-# async-sgd's and the loader's always hold their policy or augmentation.
-STRATEGY_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "mpi": {"allreduce": {"reduce": "allreduce"}, "t2": {"threads_per_rank": 2}},
-}
+    presets: dict[str, PresetPart] = field(default_factory=dict)
+    misfit: Callable[[RunConfig], str] | None = None  # why a cell cannot run ("" if it can)
 
 
 PLAIN = "plain"  # on the command line (--variants): the cell without a variant, e.g. plain,allreduce
@@ -78,18 +66,33 @@ def cli_text(value: Any) -> str:
     return PLAIN if value == "" else str(value)
 
 
+def specs() -> dict[str, WorkloadSpec]:
+    """Every registered workload that declares how to bench it."""
+    from harness.workloads import WORKLOADS, load_workloads
+    load_workloads()
+    return {name: w.bench for name, w in WORKLOADS.items() if w.bench is not None}
+
+
 def spec_for(workload: str) -> WorkloadSpec:
-    try:
-        return SPECS[workload]
-    except KeyError:
-        raise HarnessError(f"workload {workload!r} has no bench spec; known: {', '.join(SPECS)} "
-                           "(add one to harness.bench.matrix.SPECS)") from None
+    from harness.workloads import workload_plugin
+    spec = workload_plugin(workload).bench
+    if spec is None:
+        raise HarnessError(f"workload {workload!r} declares no bench spec (the `bench=` of its "
+                           f"registration); workloads with one: {', '.join(specs())}")
+    return spec
+
+
+def strategy_variants(strategy: str) -> dict[str, dict[str, Any]]:
+    """A strategy's own knobs as variants (its class's `bench_variants`); none if unknown."""
+    from strategies import REGISTRY
+    cls = REGISTRY.get(strategy)
+    return dict(cls.bench_variants) if cls is not None else {}
 
 
 def variants_for(workload: str, strategy: str) -> dict[str, dict[str, Any]]:
     """The variants a cell of this workload and strategy may have -> their RunConfig fields."""
     own = spec_for(workload).variants
-    return {**own, **STRATEGY_VARIANTS.get(strategy, {})} if "" in own else own
+    return {**own, **strategy_variants(strategy)} if "" in own else own
 
 
 @dataclass(frozen=True, order=True)
@@ -165,86 +168,80 @@ class Preset:
         return any(self.fields(cell).get("data") == DATA for cell in cells)
 
 
-def grid(workload: str, runs: Sequence[tuple[str, int]], variants: Sequence[str] = ("",),
+def grid(workload: str, pairs: Sequence[tuple[str, int]], variants: Sequence[str] = ("",),
          models: Sequence[str] = ("",)) -> tuple[Cell, ...]:
-    return tuple(Cell(workload, s, w, v, m) for v in variants for m in models for s, w in runs)
+    """Every (strategy, workers) pair for every variant and model."""
+    return tuple(Cell(workload, s, w, v, m) for v in variants for m in models for s, w in pairs)
 
 
-def _runs(strategies: Sequence[str], workers: Sequence[int]) -> list[tuple[str, int]]:
+def runs(strategies: Sequence[str], workers: Sequence[int]) -> list[tuple[str, int]]:
+    """Serial (the baseline) and each strategy at each worker count."""
     return [("serial", 1)] + [(s, w) for s in strategies for w in workers]
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset(
-        name="quick",
+@dataclass(frozen=True, kw_only=True)
+class PresetInfo:
+    """What a preset is apart from its cells, which the workloads and strategies declare."""
+
+    description: str
+    pyperf: dict[str, int]
+    data_samples: int
+
+
+PRESETS: dict[str, PresetInfo] = {
+    "quick": PresetInfo(
         description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
                     "the three update policies and the Python-augmented loader; minutes",
-        # mpi once: each of its runs is a whole mpiexec job (about 1.5 s here), 12 per cell
-        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2),
-                                                                     ("blas", 2), ("mpi", 2)], models=["tiny"]),
-               *grid("data-parallel", _runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
-               *grid("async-sgd", _runs(["threads"], [2]), ["lock", "striped", "hogwild"], ["tiny"]),
-               *grid("loader", _runs(["threads", "processes"], [2]), ["python"])),
         # About 0.05-0.3 s per run; 3 processes x (1 warm-up + 3 values): the whole preset takes
         # about 1 minute per configuration on 2 cores, mostly pyperf's process start-ups.
-        settings={"data-parallel": {"steps": 60}, "data-parallel/disk-python": {"steps": 2, "batch": 256},
-                  "async-sgd": {"updates": 400, "batch": 64}, "loader": {"batch": 128}},
         pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1}, data_samples=512),
-    Preset(
-        name="full",
+    "full": PresetInfo(
         description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
-                    "augmentation, mpi's Allreduce and 2-thread hybrid, pyperf's default 20 processes; "
+                    "augmentation, strategies' own variants, pyperf's default 20 processes; "
                     "for real studies (hours on 2 cores)",
-        cells=(*grid("data-parallel", _runs(["threads", "processes", "asyncio", "blas", "mpi"], [1, 2, 4]),
-                     models=["tiny", "large"]),
-               # mpi's own knobs: Allreduce where there is something to reduce between ranks, and
-               # N ranks x 2 threads, to set against 2N processes or threads
-               *grid("data-parallel", [("mpi", 2), ("mpi", 4)], ["allreduce"], ["tiny", "large"]),
-               *grid("data-parallel", [("mpi", 1), ("mpi", 2)], ["t2"], ["tiny", "large"]),
-               *grid("data-parallel", _runs(["threads", "processes"], [1, 2, 4]),
-                     ["disk-python", "disk-numpy"], ["784-64-10"]),
-               *grid("async-sgd", _runs(["threads", "processes", "mpi"], [1, 2, 4]),
-                     ["lock", "striped", "hogwild"], ["tiny", "large"]),
-               *grid("loader", _runs(["threads", "processes"], [1, 2, 4]), ["python", "numpy"])),
-        settings={"data-parallel": {"steps": 200}, "data-parallel/disk-python": {"steps": 16, "batch": 256},
-                  "data-parallel/disk-numpy": {"steps": 16, "batch": 256},
-                  "async-sgd": {"updates": 2000, "batch": 64}, "loader": {"batch": 128}},
         pyperf={"processes": 20, "values": 3, "warmups": 1, "loops": 1}, data_samples=4096),
-    Preset(
-        name="scaling",
+    "scaling": PresetInfo(
         description="scaling curves for machines with 8 or more cores: 1 to 16 workers, each step "
                     "split into 64 microbatches of 64 rows (16 workers still get 4 each); minutes",
-        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4, 8, 16])
-                     + [("processes", w) for w in (2, 4, 8, 16)] + [("mpi", w) for w in (2, 8, 16)]
-                     + [("asyncio", 16)],
-                     models=["tiny"]),
-               # a model where NumPy's kernels, not Python, take most of the time; BLAS threads compete
-               *grid("data-parallel", _runs(["threads", "blas"], [4, 16]) + [("processes", 16), ("mpi", 16)],
-                     models=["small"]),
-               *grid("loader", _runs(["threads", "processes"], [2, 4, 8, 16]), ["python"]),
-               *grid("async-sgd", _runs(["threads"], [4, 16]), ["lock", "hogwild"], ["tiny"])),
-        # batch 4096 = 64 x 64 rows: the same microbatch size as the default 1024 = 16 x 64
-        settings={"data-parallel": {"steps": 20, "batch": 4096, "microbatches": 64},
-                  "async-sgd": {"updates": 400, "batch": 64}, "loader": {"batch": 128}},
-        # each mpi run is a whole mpiexec job (1-2 s): 9 runs per cell, not the quick preset's 12
+        # a strategy whose runs are whole jobs (1-2 s each) gets 9 runs per cell, not 12
         pyperf={"processes": 3, "values": 2, "warmups": 1, "loops": 1}, data_samples=2048),
-    Preset(
-        name="smoke",
+    "smoke": PresetInfo(
         description="a few very short cells for the test suite: checks plumbing, not speed",
-        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 3]), models=["tiny"]),
-               *grid("async-sgd", _runs(["threads"], [2]), ["hogwild"], ["tiny"]),
-               *grid("loader", _runs(["threads"], [2]), ["numpy"])),
-        settings={"data-parallel": {"steps": 4, "batch": 256}, "async-sgd": {"updates": 30, "batch": 32},
-                  "loader": {"batch": 64}},
         pyperf={"processes": 2, "values": 3, "warmups": 0, "loops": 1}, data_samples=256),
-)}
+}
 
 
 def get_preset(name: str) -> Preset:
+    """The preset assembled from every workload's part and every strategy's declared cells."""
     try:
-        return PRESETS[name]
+        info = PRESETS[name]
     except KeyError:
         raise HarnessError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+    cells: list[Cell] = []
+    settings: dict[str, dict[str, Any]] = {}
+    for workload, spec in specs().items():
+        part = spec.presets.get(name)
+        if part is None:
+            continue
+        cells += [cell for g in part.grids for cell in g] + _strategy_cells(name, workload, part)
+        settings.update({f"{workload}/{v}" if v else workload: dict(fields)
+                         for v, fields in part.settings.items()})
+    return Preset(name=name, cells=tuple(dict.fromkeys(cells)), settings=settings,
+                  pyperf=info.pyperf, data_samples=info.data_samples, description=info.description)
+
+
+def _strategy_cells(preset: str, workload: str, part: PresetPart) -> list[Cell]:
+    """The cells a strategy's class declares for this preset and workload (`bench_cells`), on
+    the shapes (variant, model) of the workload's first grid; a strategy's own variant replaces
+    the workload's plain one."""
+    from strategies import REGISTRY
+    shapes = list(dict.fromkeys((c.variant, c.model) for c in part.grids[0]))
+    found = []
+    for name, cls in REGISTRY.items():
+        for variant, workers in cls.bench_cells.get(preset, {}).get(workload, {}).items():
+            found += [Cell(workload, name, w, variant or v, m) for v, m in shapes for w in workers
+                      if not variant or v == ""]
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,19 +311,12 @@ def plan(preset: Preset, selection: Selection, data_dir: str) -> Plan:
     for cell in select(preset, selection):
         config = preset.config(cell, data_dir)  # bad input (a model like 'huge') raises: a usage error
         ok, reason = get_strategy(cell.strategy).available()
-        reason = reason if not ok else _misfit(config)
+        if ok:
+            ok, reason = get_strategy(cell.strategy).supports(cell.workload)
+        misfit = spec_for(cell.workload).misfit
+        reason = reason if not ok else (misfit(config) if misfit else "")
         if reason:
             result.skipped.append((cell, reason))
         else:
             result.cells.append(cell)
     return result
-
-
-def _misfit(config: RunConfig) -> str:
-    """Why a data-parallel model cannot read the bench's images ('' if it can)."""
-    if config.workload != "data-parallel" or not config.data:
-        return ""
-    pixels = DATA_SHAPE[0] * DATA_SHAPE[1]
-    if config.widths[0] != pixels:
-        return f"model {config.model} has {config.widths[0]} inputs; the on-disk set has {pixels} pixels"
-    return ""

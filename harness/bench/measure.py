@@ -19,18 +19,19 @@ from harness import __version__
 from harness.config import RunConfig
 from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.bench.matrix import Cell, Preset, Selection, spec_for
+from harness.plugins import ENV as PLUGINS_ENV
+from harness.plugins import loaded
 
 PREFIX = "ft_"
 INHERITED_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "BLIS_", "GOTO_", "VECLIB_")
-INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE")
+INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV)
 HOOK_NAME = "ft-harness"
-# Results copied into the run's metadata when a workload returns them (None values are dropped).
-FACT_KEYS = ("final_loss", "accuracy", "stall_fraction", "time_to_first_batch_s", "peak_rss_mb",
-             "lost_updates", "lost_fraction", "stripes", "locks")
-# The strategy's facts kept likewise. bitwise: whether it keeps serial's reduction order (False:
-# blas, and mpi's Allreduce; so a digest that differs from serial is expected there); the rest
-# are mpi's (ranks x threads per rank, the reduction, the library and the thread level it gave).
-INFO_KEYS = ("bitwise", "ranks", "threads_per_rank", "reduce", "mpi_library", "thread_level_provided")
+# A run's results copied into its metadata are the workload's declared `facts`, and the
+# strategy's info() keys its class declares (`info_facts`), plus these for every strategy.
+# bitwise: whether it keeps serial's reduction order (False for blas, or a strategy's variant that
+# sums in another order; so a digest that differs from serial is expected there); total_threads:
+# the threads it computes with in all, where that is not its worker count.
+INFO_KEYS = ("bitwise", "total_threads")
 
 
 def inherit_environ(environ: Mapping[str, str], already: list[str] | None) -> list[str]:
@@ -65,6 +66,7 @@ def run_metadata(preset: Preset, selection: Selection) -> dict[str, Any]:
         "settings_sha": settings_digest(preset, selection),
         "selection": json.dumps(selection.as_dict(), sort_keys=True),
         "thread_env": json.dumps(thread_environ(os.environ), sort_keys=True),
+        "plugins": json.dumps(loaded(), sort_keys=True) if loaded() else None,
     })
 
 
@@ -87,15 +89,22 @@ def prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
 FACTS: dict[str, Any] = {}  # one pyperf worker process measures one cell: module state is enough
 
 
-def record_run(result: Mapping[str, Any], digest_key: str, blas: Mapping[str, Any],
-               info: Mapping[str, Any], gil: bool) -> None:
+def record_run(result: Mapping[str, Any], digest_key: str, facts: tuple[str, ...],
+               blas: Mapping[str, Any], info: Mapping[str, Any], gil: bool) -> None:
     """Keep what the latest run of this process found, for the hook to write into its metadata.
     blas, info (the strategy's) and gil describe the process(es) that ran it: this one, or the
-    ranks of an mpi job."""
-    FACTS.update(prefixed({key: result.get(key) for key in FACT_KEYS}))
-    FACTS.update(prefixed({key: info.get(key) for key in INFO_KEYS}))
+    processes of a job the run started."""
+    from strategies import REGISTRY
+    declared = getattr(REGISTRY.get(str(info.get("name"))), "info_facts", ())
+    FACTS.update(prefixed({key: _scalar(result.get(key)) for key in facts}))
+    FACTS.update(prefixed({key: _scalar(info.get(key)) for key in (*INFO_KEYS, *declared)}))
     FACTS.update(prefixed({"digest": result[digest_key], "digest_kind": digest_key,
                            "blas_threads": blas.get("threads"), "gil_enabled": gil}))
+
+
+def _scalar(value: Any) -> Any:
+    """pyperf keeps str, int, float (and bools) only: anything else as its JSON text."""
+    return value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
 
 
 def record_probe(result: Mapping[str, Any]) -> None:

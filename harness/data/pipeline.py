@@ -32,7 +32,19 @@ from harness.config import RunConfig
 from harness.data.synthetic import read_idx
 from harness.seeding import rng_for
 from harness.data.shards import open_shards
+from harness.options import Option
 from strategies.base import Strategy
+
+# The pipeline's settings, declared once and shared by the workloads that read through it
+# (loader, and data-parallel with --data).
+DATA = Option(name="data", help="a `data make` folder, or idx:PATH (MNIST/Fashion-MNIST IDX files)")
+AUGMENT = Option(name="augment", default="numpy", choices=("numpy", "python"),
+                 help="vectorised NumPy augmentation, or per-pixel Python loops")
+ORDER = Option(name="order", default="ordered", choices=("ordered", "unordered"),
+               help="deliver batches in the serial order, or the first one ready")
+PREFETCH = Option(name="prefetch", kind=int, default=2, minimum=1,
+                  help="batches in flight per worker")
+PIPELINE_OPTIONS = (DATA, AUGMENT, ORDER, PREFETCH)
 
 T = TypeVar("T")
 R = TypeVar("R")

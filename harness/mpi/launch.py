@@ -20,7 +20,6 @@ Failing fast, with no orphans:
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import select
@@ -31,7 +30,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import replace
 from typing import Any, Callable
 
 from harness import HarnessError
@@ -47,21 +45,16 @@ ABORT_ECHO = "application called MPI_Abort("  # MPICH's echo of an abort the ran
 RANK_ERROR = re.compile(r"error: rank \d+ of \d+ on \S+: (?P<message>.*)")  # see run_rank
 
 
-def run_mpi(config: RunConfig, args: argparse.Namespace, show: Callable[[dict[str, Any]], None]) -> int:
-    """The `run` command for --strategy mpi: as a rank inside a job, else as the launcher."""
+def run_mpi(config: RunConfig, given: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> int:
+    """The `run` command for --strategy mpi: as a rank inside a job, else as the launcher.
+    `given` holds the settings the user gave, for the ranks to parse exactly as we did."""
     if in_mpi_job():
-        return run_rank(config, workers_given=args.workers is not None, show=show)
-    return launch(config, rank_arguments(args))
+        return run_rank(config, workers_given="workers" in given, show=show)
+    return launch(config, run_options(given))
 
 
 def in_mpi_job() -> bool:
     return any(name in os.environ for name in JOB_ENV)
-
-
-def rank_arguments(args: argparse.Namespace) -> list[str]:
-    """The `run` options the user gave, for the ranks to parse exactly as we did."""
-    return run_options({key: value for key, value in vars(args).items()
-                        if key != "command" and value is not None and value is not False})
 
 
 # ---------------------------------------------------------------------------------- launcher side
@@ -182,7 +175,7 @@ def run_rank(config: RunConfig, *, workers_given: bool, show: Callable[[dict[str
     comm = mpi.COMM_WORLD
     try:
         if not workers_given:  # `mpiexec -n N python -m harness run --strategy mpi`: N ranks
-            config = replace(config, workers=comm.Get_size())
+            config = config.replace(workers=comm.Get_size())
         result = execute(config)
         if comm.Get_rank() == 0:
             show(result)

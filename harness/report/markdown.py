@@ -139,10 +139,11 @@ def digest_cell(r: dict[str, Any]) -> str:
 def workloads_section(s: dict[str, Any]) -> str:
     parts = [workload_section(s, w, rows) for w, rows in s["workloads"].items()]
     legend = ("Efficiency = speed-up against serial on the same configuration ÷ threads in all "
-              "(the workers; for mpi, ranks × threads per rank: `mpi/t2` runs 2 threads in each rank). "
+              "(the workers, or what the strategy recorded: a hybrid variant such as `t2` runs 2 "
+              "threads inside each worker). "
               "Digest: the determinism digest (parameters or delivered batches) of each process's last "
               "run; `= serial` where it is bitwise the serial one; *not bitwise by design* where the "
-              "strategy sums in another order than serial (blas, mpi's `allreduce`), so a difference "
+              "strategy sums in another order than serial (blas, an `allreduce` variant), so a difference "
               "there is expected, not a fault. ⚠: standard deviation above 10 % of "
               "the mean, where pyperf itself warns that the result may be unstable.")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)

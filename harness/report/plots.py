@@ -63,8 +63,8 @@ def speedup_plot(plt: Any, summary: dict[str, Any], rows: list[dict[str, Any]], 
 
 
 def speedup_panel(ax: Any, summary: dict[str, Any], rows: list[dict[str, Any]], name: str) -> None:
-    # x: the threads a cell computes with in all (workers, times threads per rank for mpi's
-    # hybrid), so an mpi/t2 point at 2 ranks sits beside 4 threads or processes
+    # x: the threads a cell computes with in all (a hybrid t2 variant at 2 workers computes with
+    # 4), so such a point sits beside 4 threads or processes
     configs = summary["configurations"]
     top = max([r["threads"] for r in rows] + [2])
     ax.plot([1, top], [1, top], color="0.6", lw=1, ls=":", label="ideal")

@@ -23,7 +23,11 @@ from harness.report.rawdata import Measurement, RawFile, compare
 from harness.report.scaling import fit
 
 FORMAT = "ft-harness-report/1"
-STRATEGY_ORDER = ("serial", "threads", "processes", "mpi", "asyncio", "blas")  # others after, by name
+def strategy_order() -> tuple[str, ...]:
+    """Registration order (serial first; the built-ins as strategies/__init__ imports them),
+    then strategies no plug-in here registers, by name."""
+    from strategies import REGISTRY
+    return tuple(REGISTRY)
 
 
 class Index:
@@ -51,7 +55,8 @@ class Index:
 
 
 def cell_order(cell: Cell) -> tuple[Any, ...]:
-    rank = STRATEGY_ORDER.index(cell.strategy) if cell.strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+    order = strategy_order()
+    rank = order.index(cell.strategy) if cell.strategy in order else len(order)
     return (cell.workload, cell.model, cell.variant, rank, cell.strategy, cell.workers)
 
 
@@ -174,15 +179,20 @@ def row(index: Index, m: Measurement) -> dict[str, Any]:
 
 
 def threads(m: Measurement) -> int:
-    """The threads a cell computes with in all: its workers, times the threads in each of mpi's
-    ranks (a hybrid mpi/t2 cell at w2 uses 4), so efficiency compares like with like."""
+    """The threads a cell computes with in all: what its strategy recorded (`total_threads`, e.g.
+    a hybrid variant's workers x threads inside each), else its workers, so efficiency compares
+    like with like. Raw files from before `total_threads` say threads_per_rank instead."""
+    recorded = set(m.run_facts("ft_total_threads"))
+    if len(recorded) == 1:
+        return int(recorded.pop())
     per_worker = json.loads(m.meta["ft_run_config"]).get("threads_per_rank", 1)
     return m.cell.workers * int(per_worker)
 
 
 def digest_facts(m: Measurement, serial: Measurement | None) -> dict[str, Any]:
     """The determinism digest of every process's last run: one value, or how many distinct; and
-    whether the strategy claims serial's reduction order (False for blas and mpi's Allreduce,
+    whether the strategy claims serial's reduction order (False for blas, or a variant that sums
+    across workers in the library's order,
     whose digests may differ from serial's by design; None in raw files that do not say)."""
     mine = sorted(set(m.run_facts("ft_digest")))
     theirs = sorted(set(serial.run_facts("ft_digest"))) if serial is not None else []
@@ -272,7 +282,7 @@ def missing_cells(index: Index) -> list[dict[str, Any]]:
 def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     """Data-parallel training from memory, on the model with the most cells (the main curve; the
     first such model on a tie): throughput and speed-up vs serial on the default build, every
-    strategy (with its own variants: mpi/allreduce) and worker count by configuration."""
+    strategy (with its own variants, e.g. allreduce) and worker count by configuration."""
     rows = [r for r in summary["workloads"].get("data-parallel", []) if not r["workload_variant"]]
     if not rows:
         return None

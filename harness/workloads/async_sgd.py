@@ -18,9 +18,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness import HarnessError
+from harness.bench.matrix import PresetPart, WorkloadSpec, grid, runs
 from harness.config import RunConfig
 from harness.data.synthetic import Dataset
-from harness.model import MLP, params_digest
+from harness.model import params_digest
+from harness.models import Model
+from harness.options import Option
 from harness.params import (ParamStore, open_store, probe_deltas, probe_expected, probe_report,
                             probe_worker, stripes_for)
 from harness.seeding import rng_for
@@ -37,7 +41,7 @@ def partition(seed: int, slot: int, workers: int, n_train: int) -> np.ndarray:
     return np.array_split(rng_for(seed, PARTITION_DOMAIN).permutation(n_train), workers)[slot]
 
 
-def train_worker(slot: int, *, config: RunConfig, model: MLP, store: ParamStore, x: np.ndarray,
+def train_worker(slot: int, *, config: RunConfig, model: Model, store: ParamStore, x: np.ndarray,
                  y: np.ndarray) -> float:
     """Runs in a worker: U updates from its own partition; returns its last minibatch's mean loss."""
     rows = partition(config.seed, slot, config.workers, len(y))
@@ -70,18 +74,18 @@ def update_rates(config: RunConfig, wall: float, samples_per_update: int | None)
             "samples_per_s": None if samples is None else samples / wall}
 
 
-def shared_store(config: RunConfig, strategy: Strategy, model: MLP, initial: np.ndarray) -> ParamStore:
+def shared_store(config: RunConfig, strategy: Strategy, model: Model, initial: np.ndarray) -> ParamStore:
     """The parameters in shared memory, cut and locked as the configured policy says."""
     return open_store(strategy, initial, stripes_for(config.policy, model, config.stripes), config.policy)
 
 
-def layout(store: ParamStore, model: MLP) -> dict[str, Any]:
+def layout(store: ParamStore, model: Model) -> dict[str, Any]:
     """How the store was cut: what a reader needs to compare policies."""
-    return {"model": list(model.widths), "parameters": model.size, "stripes": len(store.stripes),
+    return {**model.describe(), "stripes": len(store.stripes),
             "locks": store.lock_count}
 
 
-def train(config: RunConfig, strategy: Strategy, model: MLP, data: Dataset) -> dict[str, Any]:
+def train(config: RunConfig, strategy: Strategy, model: Model, data: Dataset) -> dict[str, Any]:
     """Training mode: W * U asynchronous updates, then the held-out loss and accuracy."""
     initial = model.init(config.seed)
     store = shared_store(config, strategy, model, initial)
@@ -97,7 +101,7 @@ def train(config: RunConfig, strategy: Strategy, model: MLP, data: Dataset) -> d
             "worker_losses": worker_losses, "params_sha256": params_digest(params)}
 
 
-def probe(config: RunConfig, strategy: Strategy, model: MLP) -> dict[str, Any]:
+def probe(config: RunConfig, strategy: Strategy, model: Model) -> dict[str, Any]:
     """Probe mode: the same updates with exact integer deltas, and what races lost of them."""
     store = shared_store(config, strategy, model, np.zeros(model.size))
     deltas = to_shared(strategy, probe_deltas(config.seed, config.workers, model.size))
@@ -110,9 +114,48 @@ def probe(config: RunConfig, strategy: Strategy, model: MLP) -> dict[str, Any]:
             "final_loss": None, "accuracy": None, "params_sha256": params_digest(store.params)}
 
 
-@workload("async-sgd", "W workers updating shared weights at once: one lock, striped locks or Hogwild!")
+POLICIES = ("lock", "striped", "hogwild")
+OPTIONS = (
+    Option(name="policy", default="lock", choices=POLICIES,
+           help="what guards a write: one lock, striped locks, or nothing (Hogwild!)"),
+    Option(name="updates", kind=int, default=100, minimum=1, help="updates per worker"),
+    Option(name="stripes", kind=int, minimum=1,
+           help="equal slices for --policy striped (default: one per part of the model)"),
+    Option(name="probe", kind=bool, default=False,
+           help="count lost updates exactly (integer deltas instead of gradients)"),
+)
+
+
+def check(config: RunConfig) -> None:
+    if config.stripes is not None and config.stripes > config.parameters:
+        raise HarnessError(f"stripes={config.stripes} is more than the {config.parameters} "
+                           f"parameters of model={config.model!r}")
+
+
+BENCH = WorkloadSpec(
+    unit="update", units=lambda c: c.workers * c.updates, units_key="steps",
+    digest_key="params_sha256", variants={p: {"policy": p} for p in POLICIES},
+    probe={"probe": True},  # the exact lost-update count comes from the probe mode
+    presets={
+        "quick": PresetPart(grids=(grid("async-sgd", runs(["threads"], [2]), POLICIES, ["tiny"]),),
+                            settings={"": {"updates": 400, "batch": 64}}),
+        "full": PresetPart(
+            grids=(grid("async-sgd", runs(["threads", "processes"], [1, 2, 4]), POLICIES,
+                        ["tiny", "large"]),),
+            settings={"": {"updates": 2000, "batch": 64}}),
+        "scaling": PresetPart(
+            grids=(grid("async-sgd", runs(["threads"], [4, 16]), ["lock", "hogwild"], ["tiny"]),),
+            settings={"": {"updates": 400, "batch": 64}}),
+        "smoke": PresetPart(grids=(grid("async-sgd", runs(["threads"], [2]), ["hogwild"], ["tiny"]),),
+                            settings={"": {"updates": 30, "batch": 32}}),
+    })
+
+
+@workload("async-sgd", "W workers updating shared weights at once: one lock, striped locks or Hogwild!",
+          options=OPTIONS, bench=BENCH, check=check,
+          facts=("final_loss", "accuracy", "lost_updates", "lost_fraction", "stripes", "locks"))
 def run_async_sgd(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
-    model = MLP(config.widths)
+    model = config.build_model()
     if config.probe:
         return probe(config, strategy, model)
     return train(config, strategy, model, load_dataset(config, model))

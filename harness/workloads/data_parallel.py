@@ -16,9 +16,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from harness import HarnessError
+from harness.bench.matrix import DATA, DATA_SHAPE, PresetPart, WorkloadSpec, grid, runs
 from harness.config import RunConfig
-from harness.data.pipeline import TrainingFeed, training_feed
-from harness.model import MLP, params_digest
+from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
+from harness.model import params_digest
+from harness.models import Model
+from harness.options import Option
 from harness.seeding import rng_for
 from harness.workloads import workload
 from harness.workloads.common import load_dataset, to_shared
@@ -35,7 +39,7 @@ class Microbatch:
     rows: np.ndarray
 
 
-def microbatch_grad(task: Microbatch, *, model: MLP, params: np.ndarray, x: np.ndarray,
+def microbatch_grad(task: Microbatch, *, model: Model, params: np.ndarray, x: np.ndarray,
                     y: np.ndarray, grads: np.ndarray) -> float:
     """Runs in a worker: write this microbatch's summed gradient into grads[index]."""
     loss, _ = model.loss_and_grad(params, x[task.rows], y[task.rows], out=grads[task.index])
@@ -71,7 +75,7 @@ class StepSource:
     feed: TrainingFeed | None = None
 
 
-def in_memory(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+def in_memory(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
     """The synthetic set, all of it in shared memory; a step names rows of it."""
     data = load_dataset(config, model)
     steps = (step_microbatches(config, step, len(data.y_train)) for step in itertools.count())
@@ -79,11 +83,11 @@ def in_memory(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
                       data.x_test, data.y_test)
 
 
-def from_loader(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+def from_loader(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
     """Batches from the data pipeline (prefetched on the same strategy), each copied into one
     shared batch buffer; the microbatches are fixed slices of that buffer."""
-    feed = training_feed(config, strategy, model.widths)
-    x = strategy.shared_array((config.batch, model.widths[0]))
+    feed = training_feed(config, strategy, (model.n_inputs, model.n_classes))
+    x = strategy.shared_array((config.batch, model.n_inputs))
     y = strategy.shared_array(config.batch, np.int64)
     size = config.microbatch_size
     rows = [Microbatch(m, np.arange(m * size, (m + 1) * size)) for m in range(config.microbatches)]
@@ -98,9 +102,71 @@ def _fill_each_step(feed: TrainingFeed, x: np.ndarray, y: np.ndarray,
         yield rows
 
 
-@workload("data-parallel", "SGD with a fixed set of microbatches per step, reduced in order")
+OPTIONS = (
+    Option(name="steps", kind=int, default=50, minimum=1, help="SGD steps"),
+    Option(name="microbatches", kind=int, default=16, minimum=1,
+           help="tasks per step, fixed whatever the worker count (must divide --batch)"),
+    Option(name="momentum", kind=float, default=0.9, help="SGD momentum in [0, 1)",
+           check=lambda m: "" if 0 <= m < 1 else "must be in [0, 1)"),
+    *PIPELINE_OPTIONS,
+)
+
+
+def check(config: RunConfig) -> None:
+    """The microbatches cut the batch into equal parts (told in O(1): no divisor search)."""
+    if config.batch % config.microbatches:
+        fits = config.batch // config.microbatches * config.microbatches
+        raise HarnessError(f"microbatches={config.microbatches} must divide batch={config.batch} "
+                           f"(e.g. batch={fits or config.microbatches} or microbatches=1)")
+
+
+def misfit(config: RunConfig) -> str:
+    """Why a model cannot read the bench's on-disk images ('' if it can)."""
+    if not config.data:
+        return ""
+    pixels = DATA_SHAPE[0] * DATA_SHAPE[1]
+    inputs = config.build_model().n_inputs
+    if inputs != pixels:
+        return f"model {config.model} has {inputs} inputs; the on-disk set has {pixels} pixels"
+    return ""
+
+
+DISK = {f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}
+BENCH = WorkloadSpec(
+    unit="sample", units=lambda c: c.steps * c.batch, units_key="samples",
+    digest_key="params_sha256", variants={"": {}, **DISK}, misfit=misfit,
+    presets={
+        "quick": PresetPart(
+            grids=(grid("data-parallel", runs(["threads"], [1, 2, 4]) + [
+                       ("processes", 2), ("asyncio", 2), ("blas", 2)], models=["tiny"]),
+                   grid("data-parallel", runs(["threads"], [2]), ["disk-python"], ["784-32-10"])),
+            settings={"": {"steps": 60}, "disk-python": {"steps": 2, "batch": 256}}),
+        "full": PresetPart(
+            grids=(grid("data-parallel", runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
+                        models=["tiny", "large"]),
+                   grid("data-parallel", runs(["threads", "processes"], [1, 2, 4]),
+                        ["disk-python", "disk-numpy"], ["784-64-10"])),
+            settings={"": {"steps": 200}, "disk-python": {"steps": 16, "batch": 256},
+                      "disk-numpy": {"steps": 16, "batch": 256}}),
+        "scaling": PresetPart(
+            grids=(grid("data-parallel", runs(["threads"], [1, 2, 4, 8, 16])
+                        + [("processes", w) for w in (2, 4, 8, 16)] + [("asyncio", 16)],
+                        models=["tiny"]),
+                   # a model where NumPy's kernels, not Python, take most of the time
+                   grid("data-parallel", runs(["threads", "blas"], [4, 16]) + [("processes", 16)],
+                        models=["small"])),
+            # batch 4096 = 64 x 64 rows: the same microbatch size as the default 1024 = 16 x 64
+            settings={"": {"steps": 20, "batch": 4096, "microbatches": 64}}),
+        "smoke": PresetPart(
+            grids=(grid("data-parallel", runs(["threads"], [1, 2, 3]), models=["tiny"]),),
+            settings={"": {"steps": 4, "batch": 256}}),
+    })
+
+
+@workload("data-parallel", "SGD with a fixed set of microbatches per step, reduced in order",
+          options=OPTIONS, bench=BENCH, check=check, facts=("final_loss", "accuracy", "stall_fraction"))
 def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
-    model = MLP(config.widths)
+    model = config.build_model()
     source = (from_loader if config.data else in_memory)(config, strategy, model)
     params = to_shared(strategy, model.init(config.seed))
     grads = strategy.shared_array((config.microbatches, model.size))
@@ -123,8 +189,8 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     samples = config.steps * config.batch
     return {
         "steps": config.steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
-        "batch": config.batch, "microbatches": config.microbatches, "model": list(model.widths),
-        "parameters": model.size, "initial_loss": losses[0], "final_loss": losses[-1],
+        "batch": config.batch, "microbatches": config.microbatches, **model.describe(),
+        "initial_loss": losses[0], "final_loss": losses[-1],
         "test_loss": model.mean_loss(params, source.x_test, source.y_test),
         "accuracy": model.accuracy(params, source.x_test, source.y_test),
         "params_sha256": params_digest(params),

@@ -13,8 +13,11 @@ from typing import Any
 
 import psutil
 
+from harness.bench.matrix import DATA, PresetPart, WorkloadSpec, grid, runs
 from harness.config import RunConfig
-from harness.data.pipeline import LoadBatch, PipelineStats, batches_digest, epoch_tasks, open_source, stream
+from harness.data.pipeline import (PIPELINE_OPTIONS, LoadBatch, PipelineStats, batches_digest,
+                                   epoch_tasks, open_source, stream)
+from harness.options import Option
 from harness.workloads import workload
 from strategies.base import Strategy
 
@@ -55,7 +58,33 @@ class PeakRss:
         self.sample()
 
 
-@workload("loader", "read → decode → augment → collate from --data, prefetched (no training)")
+OPTIONS = (*PIPELINE_OPTIONS, Option(name="epochs", kind=int, default=1, minimum=1,
+                                     help="passes over the set"))
+
+
+def units(config: RunConfig) -> int:
+    return open_source(config.data).samples * config.epochs  # reads the manifest only
+
+
+AUGMENTS = {a: {"data": DATA, "augment": a} for a in ("python", "numpy")}
+BENCH = WorkloadSpec(
+    unit="sample", units=units, units_key="samples", digest_key="batches_sha256",
+    variants=AUGMENTS, uses_model=False,
+    presets={
+        "quick": PresetPart(grids=(grid("loader", runs(["threads", "processes"], [2]), ["python"]),),
+                            settings={"": {"batch": 128}}),
+        "full": PresetPart(grids=(grid("loader", runs(["threads", "processes"], [1, 2, 4]),
+                                       ["python", "numpy"]),), settings={"": {"batch": 128}}),
+        "scaling": PresetPart(grids=(grid("loader", runs(["threads", "processes"], [2, 4, 8, 16]),
+                                          ["python"]),), settings={"": {"batch": 128}}),
+        "smoke": PresetPart(grids=(grid("loader", runs(["threads"], [2]), ["numpy"]),),
+                            settings={"": {"batch": 64}}),
+    })
+
+
+@workload("loader", "read → decode → augment → collate from --data, prefetched (no training)",
+          options=OPTIONS, bench=BENCH, uses_model=False,
+          facts=("time_to_first_batch_s", "peak_rss_mb"))
 def run_loader(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     source = open_source(config.data)
     tasks = epoch_tasks(source.samples, config.batch, config.seed, config.epochs)
