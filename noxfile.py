@@ -162,6 +162,8 @@ def tests(session: nox.Session, config: str) -> None:
     """pytest (with xdist) on one interpreter configuration."""
     interp = interpreter(session, config)
     python = venv_python(session, interp)
+    # FT_HARNESS_NOX_PYTHON: nox's own interpreter, for the test that lists sessions
+    env = {**config_env(interp), "FT_HARNESS_NOX_PYTHON": sys.executable}
     session.run(
         python,
         "-m",
@@ -172,7 +174,7 @@ def tests(session: nox.Session, config: str) -> None:
         "no:cacheprovider",
         *session.posargs,
         external=True,
-        env=config_env(interp),
+        env=env,
     )
 
 
