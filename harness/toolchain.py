@@ -320,31 +320,6 @@ def interpreters(versions: list[Series] | None = None, build: bool = False) -> l
     return found
 
 
-def other_pythons(
-    exclude: list[Interpreter], minimum: tuple[int, int] = (3, 11)
-) -> list[Interpreter]:
-    """Other CPythons on PATH (python3.N), named `path-X.Y.Z`, for extra test coverage."""
-    seen = {os.path.realpath(i.executable) for i in exclude}
-    found = []
-    for minor in range(minimum[1], 20):
-        exe = shutil.which(f"python3.{minor}")
-        info = probe(exe) if exe else None
-        if info is None or info["py_gil_disabled"] or os.path.realpath(info["executable"]) in seen:
-            continue
-        seen.add(os.path.realpath(info["executable"]))
-        found.append(
-            Interpreter(
-                name=f"path-{info['version']}",
-                executable=info["executable"],
-                version=info["version"],
-                py_gil_disabled=False,
-                gil_enabled=info["gil_enabled"],
-                config_args=info["config_args"],
-            )
-        )
-    return found
-
-
 # ---------------------------------------------------------------- command line
 
 
