@@ -2,16 +2,23 @@
 
     nox -s tests      the test suite on every configuration (cp313, cp313t, cp313t-gil, others on PATH)
     nox -s compare    a small data-parallel comparison across strategies and configurations
-    nox -s bench      pyperf benchmarks (preset quick) on cp313, cp313t, cp313t-gil -> reports/raw/
+    nox -s bench      pyperf benchmarks (preset quick) on every configuration -> reports/raw/
     nox -s report     bench, then reports/latest/ (REPORT.md, PNG plots, summary.json): the main job
+    nox -s lint       ruff check + ruff format --check (settings in pyproject.toml)
 
-Each configuration gets its own virtual environment under .nox/, reused while pyproject.toml
-and the interpreter are unchanged. nox's own venv handling is not used because cp313t and
-cp313t-gil are ONE executable run with different PYTHON_GIL values.
+CPython versions: FT_HARNESS_PYTHON=3.14 (or 3.13,3.14) for every session, or `-- --python 3.14`
+after compare, bench and report; 3.13 by default. Each version 3.N gives cp3N, cp3Nt, cp3Nt-gil.
+
+Nothing is built or downloaded when this file is imported (`nox -l`, `nox --help`): session names
+come from the version setting alone, and a session resolves (or builds) its interpreters when it
+runs. Each configuration gets its own virtual environment under .nox/, reused while
+pyproject.toml and the interpreter are unchanged. nox's own venv handling is not used because
+cp3Nt and cp3Nt-gil are ONE executable run with different PYTHON_GIL values.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -24,31 +31,100 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import toolchain  # noqa: E402  (standard library only)
-from harness.report.table import render_comparison  # noqa: E402  (standard library only)
+# Standard library only, and nothing is resolved on import.
+from harness import toolchain
+from harness.confignames import ENV_PYTHON, Series, parse_name, parse_versions, versions_from_env
+from harness.report.table import render_comparison
 
 nox.options.sessions = ["tests"]
-COMPARE_CELLS = [("serial", 1)] + [(s, w) for s in ("threads", "processes", "asyncio", "blas") for w in (1, 2)]
+RUFF = "ruff==0.17.6"  # pinned: a new ruff release may add rules the tree has not met yet
+COMPARE_CELLS = [("serial", 1)] + [
+    (s, w) for s in ("threads", "processes", "asyncio", "blas") for w in (1, 2)
+]
 
 
-def _configurations() -> list[toolchain.Interpreter]:
+def _versions() -> list[Series]:
     try:
-        found = toolchain.interpreters(build=True)
+        return versions_from_env()
+    except ValueError as exc:
+        sys.exit(f"error: {ENV_PYTHON}: {exc}")
+
+
+VERSIONS = _versions()
+
+
+def path_names(versions: list[Series]) -> list[str]:
+    """Other CPythons on PATH (python3.11 ...), named path-3.N, for extra test coverage; found by
+    name only here, probed when their session runs."""
+    return [
+        f"path-3.{minor}"
+        for minor in range(11, 20)
+        if Series(3, minor) not in versions and shutil.which(f"python3.{minor}")
+    ]
+
+
+TEST_CONFIGS = [name for series in VERSIONS for name in series.names] + path_names(VERSIONS)
+
+
+@functools.cache
+def resolved(series: Series) -> dict[str, toolchain.Interpreter]:
+    """The three configurations of a version, found or built (once per nox process)."""
+    return {i.name: i for i in toolchain.interpreters([series], build=True)}
+
+
+def interpreter(session: nox.Session, name: str) -> toolchain.Interpreter:
+    """A configuration by name, resolved now; the session fails with every route's reason."""
+    parsed = parse_name(name)
+    try:
+        if parsed is not None:
+            return resolved(parsed[0])[name]
     except toolchain.ToolchainError as exc:
-        sys.exit(f"error: {exc}")
-    return found + toolchain.other_pythons(found)
+        session.error(str(exc))
+    exe = shutil.which(f"python{name.removeprefix('path-')}")
+    info = toolchain.probe(exe) if exe else None
+    if info is None or info["py_gil_disabled"]:
+        session.skip(f"{name}: no default-build CPython of that version on PATH any more")
+    return toolchain.Interpreter(
+        name=name,
+        executable=info["executable"],
+        version=info["version"],
+        py_gil_disabled=False,
+        gil_enabled=info["gil_enabled"],
+        config_args=info["config_args"],
+        source="PATH",
+    )
 
 
-CONFIGS = {interp.name: interp for interp in _configurations()}
-MAIN_CONFIGS = [name for name in CONFIGS if name in toolchain.CONFIG_NAMES]
+def versions_and_args(session: nox.Session) -> tuple[list[Series], list[str]]:
+    """`--python 3.14` (or `--python=3.13,3.14`) taken out of the session's arguments."""
+    args, versions = list(session.posargs), VERSIONS
+    for i, arg in enumerate(args):
+        if arg == "--python" or arg.startswith("--python="):
+            value = arg.partition("=")[2] if "=" in arg else (args[i + 1 : i + 2] or [""])[0]
+            del args[i : i + (1 if "=" in arg else 2)]
+            try:
+                versions = parse_versions(value)
+            except ValueError as exc:
+                session.error(f"--python: {exc}")
+            break
+    return versions, args
 
 
-def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str = "test,mpi") -> str:
+def main_configs(session: nox.Session) -> tuple[list[toolchain.Interpreter], list[str]]:
+    """Every configuration of the versions asked for, resolved; and the remaining arguments."""
+    versions, args = versions_and_args(session)
+    return [interpreter(session, name) for series in versions for name in series.names], args
+
+
+def venv_python(
+    session: nox.Session, interp: toolchain.Interpreter, extras: str = "test,mpi"
+) -> str:
     """The configuration's venv python, created (or recreated when stale) with the project in it."""
     venv = ROOT / ".nox" / f"venv-{interp.name}"
     stamp = venv / ".ft-harness-stamp"
     wanted = hashlib.sha256(
-        f"{interp.executable}|{extras}|{(ROOT / 'pyproject.toml').read_text()}".encode()).hexdigest()
+        f"{interp.executable}|{extras}|{(ROOT / 'pyproject.toml').read_text()}".encode()
+    ).hexdigest()
     python = str(venv / "bin" / "python")
     if stamp.exists() and stamp.read_text() == wanted:
         return python
@@ -56,8 +132,20 @@ def venv_python(session: nox.Session, interp: toolchain.Interpreter, extras: str
     session.run(interp.executable, "-m", "venv", str(venv), external=True, env=config_env(interp))
     # --prefer-binary: a dependency's newest release may lack a cp313t wheel (matplotlib's
     # contourpy, kiwisolver, pillow); an older release with one beats building from source.
-    session.run(python, "-m", "pip", "install", "--quiet", "--prefer-binary", "--only-binary", "numpy",
-                "-e", f"{ROOT}[{extras}]", external=True, env=config_env(interp))
+    session.run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--prefer-binary",
+        "--only-binary",
+        "numpy",
+        "-e",
+        f"{ROOT}[{extras}]",
+        external=True,
+        env=config_env(interp),
+    )
     stamp.write_text(wanted)
     return python
 
@@ -69,27 +157,54 @@ def config_env(interp: toolchain.Interpreter) -> dict[str, str]:
 
 
 @nox.session(python=False)
-@nox.parametrize("config", [nox.param(name, id=name) for name in CONFIGS])
+@nox.parametrize("config", [nox.param(name, id=name) for name in TEST_CONFIGS])
 def tests(session: nox.Session, config: str) -> None:
     """pytest (with xdist) on one interpreter configuration."""
-    interp = CONFIGS[config]
+    interp = interpreter(session, config)
     python = venv_python(session, interp)
-    session.run(python, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *session.posargs,
-                external=True, env=config_env(interp))
+    # FT_HARNESS_NOX_PYTHON: nox's own interpreter, for the test that lists sessions
+    env = {**config_env(interp), "FT_HARNESS_NOX_PYTHON": sys.executable}
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        external=True,
+        env=env,
+    )
 
 
 @nox.session(python=False)
 def compare(session: nox.Session) -> None:
     """Data-parallel training, every strategy at 1 and 2 workers, on each configuration."""
+    configs, args = main_configs(session)
     results = []
-    for name in MAIN_CONFIGS:
-        interp = CONFIGS[name]
+    for interp in configs:
         python = venv_python(session, interp)
         for strategy, workers in COMPARE_CELLS:
-            out = session.run(python, "-m", "harness", "run", "--strategy", strategy,
-                              "--workers", str(workers), "--model", "tiny", "--steps", "300",
-                              "--json", *session.posargs, external=True, silent=True,
-                              env=config_env(interp))
+            out = session.run(
+                python,
+                "-m",
+                "harness",
+                "run",
+                "--strategy",
+                strategy,
+                "--workers",
+                str(workers),
+                "--model",
+                "tiny",
+                "--steps",
+                "300",
+                "--json",
+                *args,
+                external=True,
+                silent=True,
+                env=config_env(interp),
+            )
             results.append(json.loads(out))
     print(render_comparison(results))
 
@@ -100,25 +215,35 @@ RAW = Path("reports") / "raw"
 LATEST = Path("reports") / "latest"
 
 
-def run_benches(session: nox.Session) -> list[str]:
-    """The bench once per main configuration, each into reports/raw/<config>.json (atomically:
-    an interrupted bench leaves the previous file). Options after `--` go to every bench."""
+def run_benches(session: nox.Session) -> tuple[list[toolchain.Interpreter], list[str]]:
+    """The bench once per configuration, each into reports/raw/<config>.json (atomically: an
+    interrupted bench leaves the previous file). Options after `--` go to every bench."""
+    configs, args = main_configs(session)
     written = []
-    for name in MAIN_CONFIGS:
-        interp = CONFIGS[name]
+    for interp in configs:
         python = venv_python(session, interp)
-        out = str(RAW / f"{name}.json")
+        out = str(RAW / f"{interp.name}.json")
         start = time.monotonic()
-        session.run(python, "-m", "harness", "bench", "--quiet", *session.posargs, "--out", out,
-                    external=True, env=config_env(interp))
-        session.log(f"{name}: bench took {time.monotonic() - start:.0f} s")
+        session.run(
+            python,
+            "-m",
+            "harness",
+            "bench",
+            "--quiet",
+            *args,
+            "--out",
+            out,
+            external=True,
+            env=config_env(interp),
+        )
+        session.log(f"{interp.name}: bench took {time.monotonic() - start:.0f} s")
         written.append(out)
-    return written
+    return configs, written
 
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """pyperf benchmarks of the quick preset (or `-- --preset full`, `-- --workers 1,2,4` ...)."""
+    """pyperf benchmarks of the quick preset (or `-- --preset full`, `-- --python 3.14` ...)."""
     run_benches(session)
 
 
@@ -126,8 +251,26 @@ def bench(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """The main job: bench every configuration, then render reports/latest/ from the raw files."""
     start = time.monotonic()
-    raw = run_benches(session)
-    interp = CONFIGS[MAIN_CONFIGS[0]]  # any venv has matplotlib (the test extra)
-    session.run(venv_python(session, interp), "-m", "harness", "report", *raw, "-o", str(LATEST),
-                external=True, env=config_env(interp))
+    configs, raw = run_benches(session)
+    interp = configs[0]  # any venv has matplotlib (the test extra)
+    session.run(
+        venv_python(session, interp),
+        "-m",
+        "harness",
+        "report",
+        *raw,
+        "-o",
+        str(LATEST),
+        external=True,
+        env=config_env(interp),
+    )
     session.log(f"bench + report took {time.monotonic() - start:.0f} s")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check over the tree (or the paths after `--`)."""
+    session.install(RUFF)
+    paths = session.posargs or ["."]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)

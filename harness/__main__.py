@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any, Callable, NoReturn
 
-from harness import HarnessError
+from harness import HarnessError, __version__
 
 
 class Parser(argparse.ArgumentParser):
@@ -184,6 +184,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared",
                     epilog="--plugin MODULE|FILE.py|FOLDER (any command, repeatable) loads a plug-in "
                            "that is not installed; FT_HARNESS_PLUGINS=mod1,mod2 does the same")
+    parser.add_argument("--version", action="version", version=f"ft-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)

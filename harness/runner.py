@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import __version__
 from harness.config import RunConfig
 from harness.envinfo import interpreter_info, require_blas
 from harness.plugins import loaded
@@ -24,6 +25,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
         "workload": config.workload, "strategy": config.strategy, "workers": config.workers,
         "seed": config.seed, "interpreter": interpreter_info(), "blas": blas,
         "strategy_info": info, **measured, "config": config.as_dict(), "plugins": loaded(),
+        "harness_version": __version__,
     }
 
 

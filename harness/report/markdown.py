@@ -252,7 +252,7 @@ def settings_block(s: dict[str, Any]) -> str:
 def reproduce_section(s: dict[str, Any]) -> str:
     r = s["reproduce"]
     return ("## How to reproduce\n\n```sh\n" + r["nox"] + "\n```\n\nor per configuration, with the "
-            "virtual environments nox made (`PYTHON_GIL=0` for cp313t, `=1` for cp313t-gil, and "
+            "virtual environments nox made (`PYTHON_GIL=0` for cp3Nt, `=1` for cp3Nt-gil, and "
             "`FT_HARNESS_CONFIG=<configuration>`):\n\n```sh\n" + r["bench"] + "\n" + r["report"] + "\n```")
 
 

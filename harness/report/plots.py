@@ -12,18 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.palette import color
 from harness.report.scaling import usl
-
-COLORS = {"cp313": "#1f77b4", "cp313t": "#d62728", "cp313t-gil": "#2ca02c"}
-OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def plot_slug(workload: str, model: str) -> str:
     return f"{workload}-{model}" if model else workload
-
-
-def color(config: str, configs: list[str]) -> str:
-    return COLORS.get(config) or OTHER_COLORS[configs.index(config) % len(OTHER_COLORS)]
 
 
 def render_plots(summary: dict[str, Any], folder: Path) -> tuple[list[str], str | None]:

@@ -16,10 +16,9 @@ from typing import Any, Sequence
 
 import pyperf
 
-from harness import HarnessError
+from harness import HarnessError, confignames
 from harness.bench.matrix import Cell
 
-CONFIG_ORDER = ("cp313", "cp313t", "cp313t-gil")  # the default build first: it is the baseline
 # Metadata that must agree across files for their numbers to be comparable, and why in words.
 COMPATIBLE = {"hostname": "machine", "ft_cpu_model": "CPU model", "ft_cpu_logical": "logical CPUs",
               "ft_preset": "preset", "ft_settings_sha": "run settings",
@@ -99,7 +98,8 @@ def cell_of(bench: pyperf.Benchmark) -> Cell:
 
 
 def load(paths: Sequence[str]) -> list[RawFile]:
-    """Every file, checked for compatibility, ordered cp313, cp313t, cp313t-gil, then by name."""
+    """Every file, checked for compatibility, ordered by version (cp313, cp313t, cp313t-gil, cp314
+    ...: the default build first, it is the baseline), then other names by name."""
     if not paths:
         raise HarnessError("no raw files given; make them with `nox -s bench` or `python -m harness bench --out`")
     files = [load_file(p) for p in paths]
@@ -108,8 +108,8 @@ def load(paths: Sequence[str]) -> list[RawFile]:
     return sorted(files, key=lambda f: config_rank(f.config))
 
 
-def config_rank(name: str) -> tuple[int, str]:
-    return (CONFIG_ORDER.index(name) if name in CONFIG_ORDER else len(CONFIG_ORDER), name)
+def config_rank(name: str) -> tuple[int, int, int, int, str]:
+    return confignames.rank(name)
 
 
 def check_unique(files: list[RawFile]) -> None:

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness import HarnessError
+from harness import HarnessError, confignames
 from harness.report import rawdata
 from harness.bench.matrix import Cell, cli_text, get_preset
 from harness.report.rawdata import Measurement, RawFile, compare
@@ -35,7 +35,7 @@ class Index:
 
     def __init__(self, files: list[RawFile]) -> None:
         self.configs = [f.config for f in files]
-        self.default = "cp313" if "cp313" in self.configs else self.configs[0]
+        self.default = confignames.baseline(self.configs)  # the oldest default build
         found = [m for f in files for m in f.measurements]
         self.all = sorted(found, key=lambda m: (cell_order(m.cell), rawdata.config_rank(m.config)))
         self.by_key = {(m.config, m.cell): m for m in self.all}
