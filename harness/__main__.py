@@ -47,8 +47,12 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
+    return config_from_settings(given_settings(args))
+
+
+def config_from_settings(settings: dict[str, Any]) -> Any:
     from harness.config import RunConfig
-    return RunConfig(**given_settings(args))
+    return RunConfig(**settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -65,6 +69,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return int(status)
     show(execute(config))
     return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from harness.advise import advise
+    from harness.advise.render import text, write
+    if args.budget <= 0:
+        raise HarnessError(f"budget={args.budget} must be > 0 seconds")
+    given = {k: v for k, v in given_settings(args).items() if k not in ("budget", "output")}
+    for fixed in ("strategy", "workers"):
+        if fixed in given:
+            raise HarnessError(f"advise tries every strategy and worker count itself; "
+                               f"drop --{fixed}")
+    result = advise(config_from_settings(given), args.budget, quiet=args.json)
+    written = write(result, args.output) if args.output else []
+    print(json.dumps(result, indent=2) if args.json else text(result))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def add_advise_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--budget", type=float, default=60.0,
+                   help="seconds of measuring on this interpreter (default 60)")
+    p.add_argument("-o", "--output", help="also write ADVICE.md and advice.png into this folder")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -171,6 +200,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run one workload under one strategy and print its result"),
     "list": (cmd_list, "list workloads and strategies, with availability"),
     "env": (cmd_env, "describe the interpreter, NumPy/BLAS and CPU"),
+    "advise": (cmd_advise, "which strategy and worker count for this workload/model here, and why"),
     "data": (cmd_data, "make or check an on-disk sample set (shards + manifest) for --data"),
     "bench": (cmd_bench, "pyperf benchmarks of a matrix of cells (options: bench --help)"),
     "report": (cmd_report, "render REPORT.md, plots and summary.json from bench's raw files"),
@@ -190,6 +220,8 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=help_text)
         if name == "run":
             add_run_arguments(p)
+        elif name == "advise":
+            add_advise_arguments(p)
         elif name == "data":
             add_data_arguments(p)
         elif name == "report":

@@ -97,26 +97,27 @@ class CellBench:
         self.workload = get_workload(cell.workload)
         self.strategy: Strategy | None = None
         self.opened = False
+        self.probe_result: dict[str, Any] | None = None
 
     def __call__(self, loops: int) -> float:
+        return sum(self.run_once()["wall_s"] for _ in range(loops))
+
+    def run_once(self) -> dict[str, Any]:
+        """One run of the cell (its pool opened first if need be), checked and recorded."""
         if not self.opened:
             self._open()
-        total = 0.0
-        for _ in range(loops):
-            result = self._run(self.config)
-            self._check(result)
-            measure.record_run(result, self.spec.digest_key, self.workload.facts,
-                               *self._context(result))
-            total += result["wall_s"]
-        return total
+        result = self._run(self.config)
+        self._check(result)
+        measure.record_run(result, self.spec.digest_key, self.workload.facts, *self._context(result))
+        return result
 
     def _open(self) -> None:
-        """The pool, and the workload's untimed probe if it has one."""
+        """The pool, and the workload's untimed probe if it has one (its result kept)."""
         self.opened = True
         self._start()
         if self.spec.probe:
-            probe = self.config.replace(**self.spec.probe)
-            measure.record_probe(self._run(probe))
+            self.probe_result = self._run(self.config.replace(**self.spec.probe))
+            measure.record_probe(self.probe_result)
 
     def _start(self) -> None:
         self.strategy = open_strategy(self.config)
