@@ -163,7 +163,7 @@ def scaling_section(s: dict[str, Any]) -> str:
             "worker count where USL capacity peaks (— where it has no peak past one worker). "
             "Amdahl's law is USL with κ = 0; USL is chosen only where κ lowers the weighted residual "
             "beyond chance (an F-test at 5 %, the reason in the last column). In brackets: 95 % profile "
-            "intervals (∞: the data set no upper limit). Where capacity never rises above one worker σ "
+            "intervals (to ∞: the data set no upper limit). Where capacity never rises above one worker σ "
             "sits on its bound 1 and has no serial-fraction reading; the table says so in words. "
             "R² is on C(N), every point alike. With 3 worker counts USL passes through every point: "
             "only pyperf's spread can then judge it." + oversubscribed(s) + "\n\n"
@@ -188,9 +188,9 @@ def kappa_cell(f: dict[str, Any]) -> str:
 def interval_text(found: list[float | None] | None) -> str:
     if found is None:
         return " (no interval: no spread measured, no point to spare)"
-    low, high = ("−∞" if found[0] is None else format(found[0], ".3g"),
-                 "∞" if found[1] is None else format(found[1], ".3g"))
-    return f" [{low}, {high}]"
+    low = "(−∞" if found[0] is None else f"[{found[0]:.3g}"
+    high = "∞)" if found[1] is None else f"{found[1]:.3g}]"
+    return f" {low}, {high}"
 
 
 def oversubscribed(s: dict[str, Any]) -> str:

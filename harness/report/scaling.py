@@ -94,6 +94,7 @@ class Noise:
 
     scale: float
     df: int | None
+    measured: bool  # whether pyperf gave a spread (then outgrown by the scatter where df is set)
 
     @property
     def critical(self) -> float:
@@ -107,17 +108,17 @@ class Noise:
         if self.df is None:
             return (f"Δχ² = {ratio:.3g} {sign} {self.critical:.3g}, χ²(1) at 5 %; "
                     "noise: pyperf's spread")
+        why = "larger than pyperf's spread explains" if self.measured else "no spread measured"
         return (f"F = {ratio:.3g} {sign} {self.critical:.3g}, F(1, {self.df}) at 5 %; noise: the "
-                "USL fit's own scatter (pyperf's spread does not explain its misses, or is "
-                "unknown)")
+                f"USL fit's own scatter ({why})")
 
 
 def noise(chi2: float, df: int, measured: bool) -> Noise | None:
     """pyperf's spread where it explains the fit's misses (χ² test at 5 %); the misses' own
     scatter χ²/df where it does not or where no spread was measured; None: neither is known."""
     if measured and (df == 0 or chi2_survival(chi2, df) >= 0.05):
-        return Noise(1.0, None)
-    return Noise(chi2 / df, df) if df > 0 else None
+        return Noise(1.0, None, True)
+    return Noise(chi2 / df, df, measured) if df > 0 else None
 
 
 def chi2_survival(x: float, df: int) -> float:
