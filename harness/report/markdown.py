@@ -153,17 +153,45 @@ def scaling_section(s: dict[str, Any]) -> str:
     if not s["scaling"]:
         return ""
     rows = [[f["configuration"], f"`{f['workload']}` {f['series']} {f['model']}".rstrip(), f["law"],
-             f"{f['sigma']:.3f}", f"{f['kappa']:.4f}", optional(f["peak_workers"], ".1f"), f"{f['r2']:.3f}",
-             ", ".join(f"N={p['workers']}: {p['capacity']:.2f}→{p['fitted']:.2f}" for p in f["curve"])]
+             sigma_cell(f), kappa_cell(f), optional(f["peak_workers"], ".1f"), f"{f['r2']:.3f}",
+             ", ".join(f"N={p['workers']}: {p['capacity']:.2f}→{p['fitted']:.2f}" for p in f["curve"]),
+             f["law_choice"]]
             for f in s["scaling"]]
     return ("## Scaling fits\n\nCapacity C(N) = throughput with N workers ÷ throughput with one, fitted "
-            "with Gunther's Universal Scalability Law C(N) = N / (1 + σ(N−1) + κN(N−1)) by least squares "
-            "on N/C − 1 = σ(N−1) + κN(N−1); where the best κ is negative (or below 1e-9) the fit is Amdahl's law (κ = 0). "
-            "σ: contention (serial share), κ: coherency cost, N*: the worker count where USL capacity peaks "
-            "(— where it has no peak past one worker). "
-            "With 3 worker counts a 2-parameter law passes through every point: it summarises the curve, "
-            "it does not test the law." + oversubscribed(s) + "\n\n"
-            + table(["config", "curve", "law", "σ", "κ", "N*", "R²", "measured → fitted"], rows))
+            "with Gunther's Universal Scalability Law C(N) = N / (1 + σ(N−1) + κN(N−1)) by weighted least "
+            "squares on C(N) itself (each point weighted by its standard error from pyperf's spread), "
+            "with σ in [0, 1] and κ ≥ 0. σ: contention (serial share), κ: coherency cost, N*: the "
+            "worker count where USL capacity peaks (— where it has no peak past one worker). "
+            "Amdahl's law is USL with κ = 0; USL is chosen only where κ lowers the weighted residual "
+            "beyond chance (an F-test at 5 %, the reason in the last column). In brackets: 95 % profile "
+            "intervals (to ∞: the data set no upper limit). Where capacity never rises above one worker σ "
+            "sits on its bound 1 and has no serial-fraction reading; the table says so in words. "
+            "R² is on C(N), every point alike. With 3 worker counts USL passes through every point: "
+            "only pyperf's spread can then judge it." + oversubscribed(s) + "\n\n"
+            + table(["config", "curve", "law", "σ (95 %)", "κ (95 %)", "N*", "R²", "measured → fitted",
+                     "why this law"], rows))
+
+
+def sigma_cell(f: dict[str, Any]) -> str:
+    """σ with its interval, or in words where the data leave the law's domain."""
+    if not f["sigma_has_reading"]:
+        return f["domain"]
+    value = f"{f['sigma']:.3f}{interval_text(f['sigma_interval'])}"
+    return f"{value}; {f['domain']}" if f["domain"] else value
+
+
+def kappa_cell(f: dict[str, Any]) -> str:
+    if f["law"] == "Amdahl":
+        return "0 (Amdahl)"
+    return f"{f['kappa']:.4f}{interval_text(f['kappa_interval'])}"
+
+
+def interval_text(found: list[float | None] | None) -> str:
+    if found is None:
+        return " (no interval: no spread measured, no point to spare)"
+    low = "(−∞" if found[0] is None else f"[{found[0]:.3g}"
+    high = "∞)" if found[1] is None else f"{found[1]:.3g}]"
+    return f" {low}, {high}"
 
 
 def oversubscribed(s: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ time per unit, and each one carries pyperf's own significance test (harness.repo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -232,14 +233,26 @@ def curve_fit(index: Index, key: tuple[str, str, str, str], points: list[Measure
     one = next((m for m in points if m.cell.workers == 1), None) or index.serial(key[0], points[0].cell)
     if one is None:
         return None
-    rates = sorted({1: one.rate, **{m.cell.workers: m.rate for m in points}}.items())
-    capacity = [(n, rate / one.rate) for n, rate in rates]
-    found = fit([n for n, _ in capacity], [c for _, c in capacity])
+    by_count = sorted({1: one, **{m.cell.workers: m for m in points}}.items())
+    capacity = [(n, one.mean / m.mean, capacity_error(m, one)) for n, m in by_count]
+    errors = [e for _, _, e in capacity]
+    found = fit([n for n, _, _ in capacity], [c for _, c, _ in capacity],
+                errors if all(e > 0 for e in errors[1:]) else None)
     if found is None:
         return None
     return {"configuration": key[0], "workload": key[1], "series": key[2], "model": key[3],
             "one_worker": one.cell.name, **found.as_dict(),
-            "curve": [{"workers": n, "capacity": c, "fitted": found.capacity(n)} for n, c in capacity]}
+            "curve": [{"workers": n, "capacity": c, "error": e, "fitted": found.capacity(n)}
+                      for n, c, e in capacity]}
+
+
+def capacity_error(m: Measurement, one: Measurement) -> float:
+    """The standard error of C = one.mean / m.mean from both means' (pyperf's stdev / √values),
+    taken as independent; 0 at N = 1 (C is 1 by definition) and where a side has one value."""
+    if m is one:
+        return 0.0
+    relative = [x.stdev / x.mean / math.sqrt(len(x.values)) for x in (m, one)]
+    return one.mean / m.mean * math.hypot(*relative) if all(relative) else 0.0
 
 
 # ---- workload-specific sections ---------------------------------------------------------------------
