@@ -76,12 +76,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from harness.advise.render import text, write
     if args.budget <= 0:
         raise HarnessError(f"budget={args.budget} must be > 0 seconds")
-    given = {k: v for k, v in given_settings(args).items() if k not in ("budget", "output")}
+    given = {k: v for k, v in given_settings(args).items()
+             if k not in ("budget", "output", "strategies")}
     for fixed in ("strategy", "workers"):
         if fixed in given:
             raise HarnessError(f"advise tries every strategy and worker count itself; "
                                f"drop --{fixed}")
-    result = advise(config_from_settings(given), args.budget, quiet=args.json)
+    result = advise(config_from_settings(given), args.budget, quiet=args.json, only=args.strategies)
     written = write(result, args.output) if args.output else []
     print(json.dumps(result, indent=2) if args.json else text(result))
     for path in written:
@@ -94,6 +95,8 @@ def add_advise_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=60.0,
                    help="seconds of measuring on this interpreter (default 60)")
     p.add_argument("-o", "--output", help="also write ADVICE.md and advice.png into this folder")
+    p.add_argument("--strategies", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   metavar="A,B", help="try only these strategies (serial is always measured)")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 from harness.config import RunConfig
 
 
-def advise(config: RunConfig, budget_s: float, quiet: bool = False) -> dict[str, Any]:
+def advise(config: RunConfig, budget_s: float, quiet: bool = False,
+           only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Measure every candidate here, check it, and decide; the whole advice as data."""
     from harness.advise.decide import advice
     from harness.advise.measure import run_plan, usable_cpus, workload_units
@@ -22,7 +23,7 @@ def advise(config: RunConfig, budget_s: float, quiet: bool = False) -> dict[str,
             print(line, file=sys.stderr, flush=True)
 
     start = time.monotonic()
-    plan = run_plan(config, budget_s, log)
+    plan = run_plan(config, budget_s, log, only)
     uses_model = _uses_model(config)
     parameters = config.parameters if uses_model else None
     return {"workload": config.workload, "model": config.model if uses_model else "-",

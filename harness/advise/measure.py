@@ -70,11 +70,15 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def strategies_for(config: RunConfig) -> tuple[list[str], list[str]]:
+def strategies_for(config: RunConfig, only: tuple[str, ...] | None = None) -> tuple[list[str], list[str]]:
     """(strategies to try, notes on those that cannot run this workload here)."""
-    from strategies import REGISTRY
+    from strategies import REGISTRY, get_strategy
+    for name in only or ():
+        get_strategy(name)  # an unknown name is an error listing the known ones
     usable, notes = [], []
     for name, cls in REGISTRY.items():
+        if only is not None and name not in only and name != SERIAL:
+            continue
         for ok, reason in (cls.available(), cls.supports(config.workload)):
             if not ok:
                 notes.append(f"{name}: {reason}")
@@ -120,11 +124,12 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def run_plan(config: RunConfig, budget_s: float, log: Callable[[str], None]) -> Plan:
+def run_plan(config: RunConfig, budget_s: float, log: Callable[[str], None],
+             only: tuple[str, ...] | None = None) -> Plan:
     """Measure until every sweep has stopped growing or the budget is spent."""
     spec_for(config.workload)  # a workload without a bench spec cannot be timed: say so first
     plan = Plan(config=config, budget_s=budget_s)
-    strategies, notes = strategies_for(config)
+    strategies, notes = strategies_for(config, only)
     plan.skipped += notes
     active = first_candidates(strategies)
     while active:
