@@ -209,6 +209,18 @@ def compare(session: nox.Session) -> None:
     print(render_comparison(results))
 
 
+@nox.session(python=False)
+def advise(session: nox.Session) -> None:
+    """`python -m harness advise` on each configuration (arguments after `--` go to advise, e.g.
+    `-- --workload loader --data DIR --augment python`); each writes reports/advise/<config>/."""
+    configs, args = main_configs(session)
+    for interp in configs:
+        python = venv_python(session, interp)
+        out = str(Path("reports") / "advise" / interp.name)
+        session.run(python, "-m", "harness", "advise", *args, "-o", out,
+                    external=True, env=config_env(interp))
+
+
 # Relative to ROOT, where nox runs: the report names its raw files as given, and a relative path
 # says nothing about the machine that made them.
 RAW = Path("reports") / "raw"
