@@ -201,38 +201,6 @@ def oversubscribed(s: dict[str, Any]) -> str:
             "measures contention, not parallelism." if usable and most > usable else "")
 
 
-def async_section(s: dict[str, Any]) -> str:
-    if not s["async_sgd"]:
-        return ""
-    rows = [[r["configuration"], f"`{r['name']}`", r["policy"], rate(r["updates_per_s"]),
-             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
-             optional(r["lost_updates_mean"], ".1f"), optional(r["lost_updates_max"], "d"),
-             optional(r["lost_fraction_mean"], ".2e"), str(r["probes"])] for r in s["async_sgd"]]
-    return ("## async-sgd: update throughput and lost updates\n\nLost updates come from the exact probe "
-            "(integer deltas instead of gradients, run once per pyperf process before timing): updates a "
-            "race overwrote, mean and worst over the probes.\n\n"
-            + table(["config", "benchmark", "policy", "updates/s", "vs serial", "lost (mean)", "lost (max)",
-                     "lost fraction", "probes"], rows))
-
-
-def loader_section(s: dict[str, Any]) -> str:
-    loading, feeding = s["loader"]["loader"], s["loader"]["training_from_disk"]
-    parts = []
-    if loading:
-        parts.append(table(["config", "benchmark", "samples/s", "vs serial", "first batch (ms)", "peak RSS (MB)"],
-                           [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
-                             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
-                             optional(scaled(r["time_to_first_batch_s"], 1e3), ".1f"),
-                             optional(r["peak_rss_mb"], ".0f")] for r in loading]))
-    if feeding:
-        parts.append("Training fed from disk through the loader: the stall fraction is the share of the "
-                     "training loop spent waiting for the next batch.\n\n" + table(
-                         ["config", "benchmark", "samples/s", "stall fraction"],
-                         [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
-                           optional(r["stall_fraction"], ".2f")] for r in feeding]))
-    return "## Data loading\n\n" + "\n\n".join(parts) if parts else ""
-
-
 def scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
@@ -284,9 +252,17 @@ def reproduce_section(s: dict[str, Any]) -> str:
             "`FT_HARNESS_CONFIG=<configuration>`):\n\n```sh\n" + r["bench"] + "\n" + r["report"] + "\n```")
 
 
+def workload_sections(s: dict[str, Any]) -> str:
+    """Each workload's own section (declared with the workload), in registration order."""
+    from harness.workloads import WORKLOADS, load_workloads
+    load_workloads()
+    parts = [w.report.markdown(s) for w in WORKLOADS.values() if w.report and w.report.key in s]
+    return "\n\n".join(p for p in parts if p)
+
+
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
-    intro, headline_section, cost_section, workloads_section, scaling_section, async_section,
-    loader_section, missing_section, environment_section, reproduce_section)
+    intro, headline_section, cost_section, workloads_section, scaling_section, workload_sections,
+    missing_section, environment_section, reproduce_section)
 
 
 def render_markdown(summary: dict[str, Any]) -> str:

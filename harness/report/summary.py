@@ -69,7 +69,7 @@ def summarise(files: list[RawFile]) -> dict[str, Any]:
         "format": FORMAT, "configurations": index.configs, "default_configuration": index.default,
         "provenance": provenance(files), "settings": settings(files), "environment": environment(files),
         "workloads": workload_tables(index), "single_thread_cost": single_thread_cost(index),
-        "scaling": scaling_fits(index), "async_sgd": async_sgd_rows(index), "loader": loader_rows(index),
+        "scaling": scaling_fits(index), **workload_sections(index),
         "missing": missing_cells(index)}
     summary["headline"] = headline(summary, index)
     summary["reproduce"] = reproduce(files)
@@ -126,8 +126,9 @@ def preset_description(name: str | None) -> str:
 def trimmed_config(config: dict[str, Any]) -> dict[str, Any]:
     """A run's settings that differ from RunConfig's defaults, minus what the cell's name already
     says and the machine-local data path (the raw files keep every field, in ft_run_config)."""
-    from harness.config import RunConfig
-    defaults = RunConfig().as_dict()
+    from harness.config import all_options, core_fields
+    defaults = {f.name: f.default for f in core_fields()}
+    defaults.update({name: owners[0][1].default for name, owners in all_options().items()})
     drop = {"workload", "strategy", "workers", "model", "policy", "augment", "data"}
     return {k: v for k, v in config.items() if k not in drop and defaults.get(k, v) != v or k == "seed"}
 
@@ -257,29 +258,11 @@ def capacity_error(m: Measurement, one: Measurement) -> float:
 
 # ---- workload-specific sections ---------------------------------------------------------------------
 
-def async_sgd_rows(index: Index) -> list[dict[str, Any]]:
-    rows = []
-    for m in index.of("async-sgd"):
-        lost = m.run_facts("ft_lost_updates")
-        rows.append({"configuration": m.config, "name": m.cell.name, "policy": m.cell.variant,
-                     "strategy": m.cell.strategy, "workers": m.cell.workers, "updates_per_s": m.rate,
-                     "vs_serial": vs_serial(index, m), "lost_updates_mean": m.mean_fact("ft_lost_updates"),
-                     "lost_updates_max": max(lost) if lost else None,
-                     "lost_fraction_mean": m.mean_fact("ft_lost_fraction"), "probes": len(lost)})
-    return rows
-
-
-def loader_rows(index: Index) -> dict[str, list[dict[str, Any]]]:
-    """Loader throughput, and the training loop's stall fraction where batches came from disk."""
-    loading = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
-                "time_to_first_batch_s": m.mean_fact("ft_time_to_first_batch_s"),
-                "peak_rss_mb": m.mean_fact("ft_peak_rss_mb"),
-                "vs_serial": vs_serial(index, m)}
-               for m in index.of("loader")]
-    feeding = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
-                "stall_fraction": m.mean_fact("ft_stall_fraction")}
-               for m in index.of("data-parallel") if m.cell.variant.startswith("disk")]
-    return {"loader": loading, "training_from_disk": feeding}
+def workload_sections(index: Index) -> dict[str, Any]:
+    """Each workload's own section (declared with the workload), in registration order."""
+    from harness.workloads import WORKLOADS, load_workloads
+    load_workloads()
+    return {w.report.key: w.report.rows(index) for w in WORKLOADS.values() if w.report}
 
 
 def missing_cells(index: Index) -> list[dict[str, Any]]:

@@ -22,6 +22,17 @@ BUILTIN = ("data_parallel", "async_sgd", "loader")
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReportSection:
+    """A workload's own part of the report: `rows(index)` computes its figures into
+    summary.json under `key` (index: harness.report.summary.Index), `markdown(summary)` renders
+    them from the summary alone ("" when there is nothing to show)."""
+
+    key: str
+    rows: Callable[[Any], Any]
+    markdown: Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Workload:
     """One registered workload.
 
@@ -30,6 +41,7 @@ class Workload:
     facts: result keys the bench copies into its raw file's metadata (`ft_<key>`).
     check: a rule across settings (e.g. microbatches divide the batch), raising HarnessError.
     uses_model: whether --model means anything to it.
+    report: its own section of the report, if it has one.
     """
 
     name: str
@@ -40,6 +52,7 @@ class Workload:
     facts: tuple[str, ...] = ()
     check: Callable[[RunConfig], None] | None = None
     uses_model: bool = True
+    report: ReportSection | None = None
     module: str = ""
 
     def __call__(self, config: RunConfig, strategy: Strategy) -> dict[str, Any]:
@@ -52,13 +65,13 @@ DESCRIPTIONS: dict[str, str] = {}  # name -> description, kept for readers of th
 
 def workload(name: str, description: str, *, options: tuple[Option, ...] = (),
              bench: WorkloadSpec | None = None, facts: tuple[str, ...] = (),
-             check: Callable[[RunConfig], None] | None = None,
-             uses_model: bool = True) -> Callable[[Run], Run]:
+             check: Callable[[RunConfig], None] | None = None, uses_model: bool = True,
+             report: ReportSection | None = None) -> Callable[[Run], Run]:
     """Decorator registering a workload under `name`; a name that is taken is refused."""
     def add(fn: Run) -> Run:
         register_workload(Workload(name=name, description=description, run=fn, options=options,
                                    bench=bench, facts=facts, check=check, uses_model=uses_model,
-                                   module=fn.__module__))
+                                   report=report, module=fn.__module__))
         return fn
     return add
 

@@ -28,7 +28,7 @@ from harness.options import Option
 from harness.params import (ParamStore, open_store, probe_deltas, probe_expected, probe_report,
                             probe_worker, stripes_for)
 from harness.seeding import rng_for
-from harness.workloads import workload
+from harness.workloads import ReportSection, workload
 from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
@@ -151,9 +151,40 @@ BENCH = WorkloadSpec(
     })
 
 
+def report_rows(index: Any) -> list[dict[str, Any]]:
+    """Update rates, and the lost updates the probe counted (once per pyperf process)."""
+    from harness.report.summary import vs_serial
+    rows = []
+    for m in index.of("async-sgd"):
+        lost = m.run_facts("ft_lost_updates")
+        rows.append({"configuration": m.config, "name": m.cell.name, "policy": m.cell.variant,
+                     "strategy": m.cell.strategy, "workers": m.cell.workers, "updates_per_s": m.rate,
+                     "vs_serial": vs_serial(index, m), "lost_updates_mean": m.mean_fact("ft_lost_updates"),
+                     "lost_updates_max": max(lost) if lost else None,
+                     "lost_fraction_mean": m.mean_fact("ft_lost_fraction"), "probes": len(lost)})
+    return rows
+
+
+def report_markdown(s: dict[str, Any]) -> str:
+    from harness.report.markdown import optional, rate, table
+    from harness.report.rawdata import speedup_label
+    if not s["async_sgd"]:
+        return ""
+    rows = [[r["configuration"], f"`{r['name']}`", r["policy"], rate(r["updates_per_s"]),
+             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
+             optional(r["lost_updates_mean"], ".1f"), optional(r["lost_updates_max"], "d"),
+             optional(r["lost_fraction_mean"], ".2e"), str(r["probes"])] for r in s["async_sgd"]]
+    return ("## async-sgd: update throughput and lost updates\n\nLost updates come from the exact probe "
+            "(integer deltas instead of gradients, run once per pyperf process before timing): updates a "
+            "race overwrote, mean and worst over the probes.\n\n"
+            + table(["config", "benchmark", "policy", "updates/s", "vs serial", "lost (mean)", "lost (max)",
+                     "lost fraction", "probes"], rows))
+
+
 @workload("async-sgd", "W workers updating shared weights at once: one lock, striped locks or Hogwild!",
           options=OPTIONS, bench=BENCH, check=check,
-          facts=("final_loss", "accuracy", "lost_updates", "lost_fraction", "stripes", "locks"))
+          facts=("final_loss", "accuracy", "lost_updates", "lost_fraction", "stripes", "locks"),
+          report=ReportSection(key="async_sgd", rows=report_rows, markdown=report_markdown))
 def run_async_sgd(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     model = config.build_model()
     if config.probe:

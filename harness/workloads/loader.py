@@ -18,7 +18,7 @@ from harness.config import RunConfig
 from harness.data.pipeline import (PIPELINE_OPTIONS, LoadBatch, PipelineStats, batches_digest,
                                    epoch_tasks, open_source, stream)
 from harness.options import Option
-from harness.workloads import workload
+from harness.workloads import ReportSection, workload
 from strategies.base import Strategy
 
 RSS_PERIOD_S = 0.05
@@ -82,9 +82,44 @@ BENCH = WorkloadSpec(
     })
 
 
+def report_rows(index: Any) -> dict[str, list[dict[str, Any]]]:
+    """Loader throughput, and the training loop's stall fraction where batches came from disk."""
+    from harness.report.summary import vs_serial
+    loading = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
+                "time_to_first_batch_s": m.mean_fact("ft_time_to_first_batch_s"),
+                "peak_rss_mb": m.mean_fact("ft_peak_rss_mb"),
+                "vs_serial": vs_serial(index, m)}
+               for m in index.of("loader")]
+    feeding = [{"configuration": m.config, "name": m.cell.name, "samples_per_s": m.rate,
+                "stall_fraction": m.mean_fact("ft_stall_fraction")}
+               for m in index.of("data-parallel") if m.cell.variant.startswith("disk")]
+    return {"loader": loading, "training_from_disk": feeding}
+
+
+def report_markdown(s: dict[str, Any]) -> str:
+    from harness.report.markdown import optional, rate, scaled, table
+    from harness.report.rawdata import speedup_label
+    loading, feeding = s["loader"]["loader"], s["loader"]["training_from_disk"]
+    parts = []
+    if loading:
+        parts.append(table(["config", "benchmark", "samples/s", "vs serial", "first batch (ms)", "peak RSS (MB)"],
+                           [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
+                             speedup_label(r["vs_serial"]) if r["vs_serial"] else "baseline",
+                             optional(scaled(r["time_to_first_batch_s"], 1e3), ".1f"),
+                             optional(r["peak_rss_mb"], ".0f")] for r in loading]))
+    if feeding:
+        parts.append("Training fed from disk through the loader: the stall fraction is the share of the "
+                     "training loop spent waiting for the next batch.\n\n" + table(
+                         ["config", "benchmark", "samples/s", "stall fraction"],
+                         [[r["configuration"], f"`{r['name']}`", rate(r["samples_per_s"]),
+                           optional(r["stall_fraction"], ".2f")] for r in feeding]))
+    return "## Data loading\n\n" + "\n\n".join(parts) if parts else ""
+
+
 @workload("loader", "read → decode → augment → collate from --data, prefetched (no training)",
           options=OPTIONS, bench=BENCH, uses_model=False,
-          facts=("time_to_first_batch_s", "peak_rss_mb"))
+          facts=("time_to_first_batch_s", "peak_rss_mb"),
+          report=ReportSection(key="loader", rows=report_rows, markdown=report_markdown))
 def run_loader(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     source = open_source(config.data)
     tasks = epoch_tasks(source.samples, config.batch, config.seed, config.epochs)
