@@ -10,13 +10,14 @@ result into its task's slot. `tanh`: one hidden tanh layer, `tanh` (64-16-10) or
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness.models import ModelPlugin, register_model
-from strategies.base import R, T, Strategy, register
+from strategies.base import R, Strategy, T, register
 
 __version__ = "0.0.1"
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from harness.options import Option
-from strategies.base import R, T, Strategy, register
+from strategies.base import R, Strategy, T, register
 
 
 @register
