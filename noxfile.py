@@ -29,7 +29,6 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLE = ROOT / "tests" / "plugin_example"  # the example plug-in distribution the tests drive
 sys.path.insert(0, str(ROOT))
 
 # Standard library only, and nothing is resolved on import.
@@ -165,25 +164,18 @@ def tests(session: nox.Session, config: str) -> None:
     python = venv_python(session, interp)
     # FT_HARNESS_NOX_PYTHON: nox's own interpreter, for the test that lists sessions
     env = {**config_env(interp), "FT_HARNESS_NOX_PYTHON": sys.executable}
-    # The example plug-in distribution, installed as a user would (tests/test_plugins.py), and
-    # removed after: the bench and report sessions share this venv and measure the project alone.
-    pip = [python, "-m", "pip", "--quiet"]
-    session.run(*pip, "install", "--no-deps", str(EXAMPLE), external=True, env=env)
-    try:
-        session.run(
-            python,
-            "-m",
-            "pytest",
-            "-n",
-            "2",
-            "-p",
-            "no:cacheprovider",
-            *session.posargs,
-            external=True,
-            env=env,
-        )
-    finally:
-        session.run(*pip, "uninstall", "--yes", "ft-harness-example", external=True, env=env)
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        external=True,
+        env=env,
+    )
 
 
 @nox.session(python=False)

@@ -1,8 +1,12 @@
 """Plug-ins from outside the project, through the real command line, as users run them:
 
-- the example distribution (tests/plugin_example), INSTALLED (the nox `tests` session pip-installs
-  it into each configuration's venv): entry points -> run, list --json, bench (its cells in the
-  raw pyperf file) and report; skipped, with the reason, where it is not installed;
+- the example distribution (tests/plugin_example), INSTALLED with pip as a user installs it, but
+  into a folder of its own that only these tests' processes have on their path (`pip install
+  --target`): the harness finds its entry points as it finds any installed distribution's, and
+  the rest of the suite keeps seeing the built-ins alone (an install into the venv itself would
+  change every registry: `unknown strategy ...; known: ...`, every preset's workloads). Through
+  run, list --json, bench (its cells in the raw pyperf file) and report, on whichever
+  interpreter runs the tests;
 - the uninstalled module tests/plugin_local/ft_local_plugin.py, by `--plugin FILE` and by
   FT_HARNESS_PLUGINS: run, list and bench (pyperf's workers must load it too);
 - plug-ins that fail to import or take a name that is taken: one line naming them, exit 2, from
@@ -13,14 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from importlib import metadata
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pyperf
 import pytest
+
+from strategies import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "tests" / "plugin_local"
@@ -29,18 +36,25 @@ EXAMPLE = "ft-harness-example"
 TIMEOUT = 180
 
 
-def installed(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+def example_site(factory: pytest.TempPathFactory) -> Path:
+    """tests/plugin_example installed with this interpreter's pip into a folder (built from a
+    copy: the source tree stays clean and xdist workers do not share a build folder)."""
+    folder = factory.mktemp("example")
+    source = shutil.copytree(ROOT / "tests" / "plugin_example", folder / "source")
+    site = folder / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+         str(source)],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"pip could not install the example: {proc.stderr[-3000:]}"
+    return site
 
 
-needs_example = pytest.mark.skipif(
-    installed(EXAMPLE) is None,
-    reason=f"{EXAMPLE} is not installed here: `pip install tests/plugin_example` "
-    "(the nox tests session installs it into every configuration's venv)",
-)
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a process that has the example distribution installed."""
+    return environment(str(example_site(tmp_path_factory)))
 
 
 def harness(
@@ -91,9 +105,10 @@ def digests(suite: pyperf.BenchmarkSuite) -> dict[str, set[str]]:
 # ---- the installed example distribution ------------------------------------------------------------
 
 
-@needs_example
-def test_list_json_shows_the_examples_plugins_their_options_and_the_distribution() -> None:
-    proc = harness("list", "--json")
+def test_list_json_shows_the_examples_plugins_their_options_and_the_distribution(
+    example: dict[str, str],
+) -> None:
+    proc = harness("list", "--json", env=example)
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
     queue = next(s for s in listed["strategies"] if s["name"] == "queue")
@@ -106,7 +121,9 @@ def test_list_json_shows_the_examples_plugins_their_options_and_the_distribution
     assert predict["benchable"] and [o["name"] for o in predict["options"]] == ["passes"]
     assert any(m["name"] == "softmax" for m in listed["models"])
     sources = {(p["name"], p["origin"], p["distribution"], p["version"]) for p in listed["plugins"]}
-    version = installed(EXAMPLE)
+    version = tomllib.loads((ROOT / "tests/plugin_example/pyproject.toml").read_text())["project"][
+        "version"
+    ]
     assert {
         ("queue", "entry point ft_harness.strategies", EXAMPLE, version),
         ("predict", "entry point ft_harness.workloads", EXAMPLE, version),
@@ -114,34 +131,34 @@ def test_list_json_shows_the_examples_plugins_their_options_and_the_distribution
     } <= sources
 
 
-@needs_example
-def test_run_the_examples_workload_strategy_and_model_as_serial_does() -> None:
+def test_run_the_examples_workload_strategy_and_model_as_serial_does(
+    example: dict[str, str],
+) -> None:
     """Its strategy gives serial's predictions and serial's trained parameters, bit for bit."""
     predict = ["--workload", "predict", "--model", "softmax", "--passes", "2"]
-    serial = result_of(*predict)
-    queued = result_of(*predict, "--strategy", "queue", "--workers", "3", "--chunk", "2")
+    serial = result_of(*predict, env=example)
+    queued = result_of(
+        *predict, "--strategy", "queue", "--workers", "3", "--chunk", "2", env=example
+    )
     assert queued["predictions_sha256"] == serial["predictions_sha256"]
     assert queued["samples"] == 2 * serial["config"]["train_samples"]
     assert queued["strategy_info"]["chunk"] == 2
     train = ["--model", "softmax", "--steps", "6"]
     assert (
-        result_of(*train, "--strategy", "queue", "--workers", "2")["params_sha256"]
-        == result_of(*train)["params_sha256"]
+        result_of(*train, "--strategy", "queue", "--workers", "2", env=example)["params_sha256"]
+        == result_of(*train, env=example)["params_sha256"]
     )
     assert {p["distribution"] for p in serial["plugins"]} == {EXAMPLE}
 
 
-@needs_example
-def test_a_plugins_option_is_refused_where_it_does_not_apply() -> None:
-    proc = harness("run", "--strategy", "threads", "--chunk", "2")
+def test_a_plugins_option_is_refused_where_it_does_not_apply(example: dict[str, str]) -> None:
+    proc = harness("run", "--strategy", "threads", "--chunk", "2", env=example)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "error: chunk=2 applies to strategy 'queue' only"
 
 
 @pytest.fixture(scope="module")
-def example_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if installed(EXAMPLE) is None:
-        pytest.skip(f"{EXAMPLE} is not installed here")
+def example_bench(tmp_path_factory: pytest.TempPathFactory, example: dict[str, str]) -> Path:
     out = tmp_path_factory.mktemp("example-bench") / "cp313.json"
     bench(
         out,
@@ -155,11 +172,11 @@ def example_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "plain,chunk4",
         "--models",
         "softmax",
+        env=example,
     )
     return out
 
 
-@needs_example
 def test_bench_measures_the_examples_cells_with_serials_digest(example_bench: Path) -> None:
     suite = pyperf.BenchmarkSuite.load(str(example_bench))
     found = digests(suite)
@@ -175,9 +192,10 @@ def test_bench_measures_the_examples_cells_with_serials_digest(example_bench: Pa
     assert {p["distribution"] for p in json.loads(meta["ft_plugins"])} == {EXAMPLE}
 
 
-@needs_example
-def test_report_renders_the_examples_workload(example_bench: Path, tmp_path: Path) -> None:
-    proc = harness("report", str(example_bench), "-o", str(tmp_path / "report"))
+def test_report_renders_the_examples_workload(
+    example_bench: Path, tmp_path: Path, example: dict[str, str]
+) -> None:
+    proc = harness("report", str(example_bench), "-o", str(tmp_path / "report"), env=example)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(summary["workloads"]) == {"predict", "data-parallel"}
@@ -187,17 +205,28 @@ def test_report_renders_the_examples_workload(example_bench: Path, tmp_path: Pat
     assert "### predict" in text and "`predict/queue/w2/softmax`" in text
 
 
-@needs_example
-def test_the_examples_strategy_and_model_pass_the_contract_kit() -> None:
-    from ft_harness_example.queue_pool import QueuePool
-    from ft_harness_example.softmax import Softmax
+def test_the_examples_strategy_and_model_pass_the_contract_kit(example: dict[str, str]) -> None:
+    """In a process of its own: importing the plug-ins registers them."""
+    script = (
+        "from harness import testing\n"
+        "from ft_harness_example.queue_pool import QueuePool\n"
+        "from ft_harness_example.softmax import Softmax\n"
+        "testing.check_strategy(QueuePool, 3)\n"
+        "testing.check_strategy(QueuePool, 2, chunk=3)\n"
+        "testing.check_model(Softmax(7, 3)); testing.check_model('softmax')\n"
+        "print('example passed')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=example,
+                          capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert proc.returncode == 0 and "example passed" in proc.stdout, proc.stderr[-3000:]
 
-    from harness import testing
 
-    testing.check_strategy(QueuePool, 3)
-    testing.check_strategy(QueuePool, 2, chunk=3)
-    testing.check_model(Softmax(7, 3))
-    testing.check_model("softmax")
+def test_without_the_example_its_names_are_unknown_to_the_project() -> None:
+    """The oracle for the tests above: the names come from the distribution alone, and the
+    project's own processes (this test run included) do not see it."""
+    proc = harness("run", "--workload", "predict")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown workload 'predict'")
+    assert "queue" not in REGISTRY
 
 
 # ---- an uninstalled plug-in: --plugin and FT_HARNESS_PLUGINS ---------------------------------------
