@@ -98,7 +98,7 @@ def locked_increments(task: tuple[np.ndarray, Any, int]) -> int:
     return os.getpid()
 
 
-# ---- strategy checks ------------------------------------------------------------------------------
+# ---- strategy checks -----------------------------------------------------------------------------
 
 
 def check_map_order(cls: type, workers: int = 2, **options: Any) -> None:
@@ -256,7 +256,7 @@ def _name(cls: type) -> str:
     return f"strategy {getattr(cls, 'name', cls.__name__)!r}"
 
 
-# ---- model checks ---------------------------------------------------------------------------------
+# ---- model checks --------------------------------------------------------------------------------
 
 ROWS = 6  # a small random problem: the finite differences stay cheap
 MAX_COORDINATES = 80  # coordinates compared with finite differences (all of them if fewer)

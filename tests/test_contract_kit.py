@@ -11,7 +11,6 @@ import copy
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import wait
 from pathlib import Path
@@ -32,7 +31,7 @@ LOCAL_PLUGIN = ROOT / "tests" / "plugin_local"
 IN_PROCESS = [name for name in REGISTRY if name != "mpi"]  # mpi runs only under mpiexec
 
 
-# ---- the project's own plug-ins pass ---------------------------------------------------------------
+# ---- the project's own plug-ins pass -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("check", testing.STRATEGY_CHECKS.values(), ids=testing.STRATEGY_CHECKS)
@@ -99,7 +98,7 @@ def _env(*paths: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT), *old])}
 
 
-# ---- broken strategies fail ------------------------------------------------------------------------
+# ---- broken strategies fail ----------------------------------------------------------------------
 
 
 class SlicesBackwards(Threads):
@@ -192,31 +191,12 @@ def test_the_kit_fails_a_broken_strategy_with_the_reason(
         testing.check_strategy(broken, 3)  # the whole kit stops at the same breach
 
 
-def test_a_slow_first_task_does_reorder_a_pool_that_collects_results_as_they_finish() -> None:
-    """The kit's tasks are uneven on purpose: the first finishes last (the oracle is the
-    completion order itself, observed on a real pool)."""
-    finished: list[int] = []
-    guard = threading.Lock()
-
-    def record(task: tuple[int, int]) -> None:
-        testing.slow_first(task)
-        with guard:
-            finished.append(task[0])
-
-    with Threads(testing.ORDER_TASKS) as pool:
-        futures = [
-            pool.submit(record, (i, testing.ORDER_TASKS)) for i in range(testing.ORDER_TASKS)
-        ]
-        wait(futures)
-    assert finished[-1] == 0 and finished != sorted(finished)
-
-
 def test_a_skip_that_names_no_check_is_refused() -> None:
     with pytest.raises(ValueError, match="map_ordre"):
         testing.check_strategy(Threads, 2, skip=("map_ordre",))
 
 
-# ---- broken models fail ----------------------------------------------------------------------------
+# ---- broken models fail --------------------------------------------------------------------------
 
 SMALL = (6, 5, 4)
 

@@ -102,7 +102,7 @@ def digests(suite: pyperf.BenchmarkSuite) -> dict[str, set[str]]:
     }
 
 
-# ---- the installed example distribution ------------------------------------------------------------
+# ---- the installed example distribution ----------------------------------------------------------
 
 
 def test_list_json_shows_the_examples_plugins_their_options_and_the_distribution(
@@ -229,7 +229,7 @@ def test_without_the_example_its_names_are_unknown_to_the_project() -> None:
     assert "queue" not in REGISTRY
 
 
-# ---- an uninstalled plug-in: --plugin and FT_HARNESS_PLUGINS ---------------------------------------
+# ---- an uninstalled plug-in: --plugin and FT_HARNESS_PLUGINS -------------------------------------
 
 
 def test_run_with_a_plugin_file_trains_its_model_under_its_strategy_as_serial() -> None:
@@ -281,7 +281,7 @@ def test_bench_with_a_plugin_file_loads_it_in_pyperfs_workers(tmp_path: Path) ->
     assert "ft_local_plugin" in {p["module"] for p in plugins}
 
 
-# ---- plug-ins that fail ----------------------------------------------------------------------------
+# ---- plug-ins that fail --------------------------------------------------------------------------
 
 
 def fake_distribution(folder: Path, group: str, module: str) -> Path:
