@@ -270,8 +270,9 @@ def test_without_the_plugin_its_names_are_unknown() -> None:
 
 def test_bench_with_a_plugin_file_loads_it_in_pyperfs_workers(tmp_path: Path) -> None:
     out = tmp_path / "cp313.json"
-    suite = bench(out, "--plugin", str(LOCAL_FILE), "--workloads", "data-parallel",
-                  "--strategies", "serial,strided", "--workers", "2", "--models", "tanh")  # fmt: skip
+    plugin = ["--plugin", str(LOCAL_FILE)]
+    suite = bench(out, *plugin, "--workloads", "data-parallel", "--strategies", "serial,strided",
+                  "--workers", "2", "--models", "tanh")  # fmt: skip
     found = digests(suite)
     assert list(found) == ["data-parallel/serial/w1/tanh", "data-parallel/strided/w2/tanh"]
     assert len(set().union(*found.values())) == 1  # strided's parameters are serial's
