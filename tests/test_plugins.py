@@ -28,6 +28,7 @@ import pyperf
 import pytest
 
 from strategies import REGISTRY
+from strategies.mpi import Mpi
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "tests" / "plugin_local"
@@ -243,6 +244,15 @@ def test_run_with_a_plugin_file_trains_its_model_under_its_strategy_as_serial() 
         {"name": "ft_local_plugin", "module": "ft_local_plugin", "origin": "--plugin",
          "distribution": None, "version": "0.0.1"}
     ]  # fmt: skip
+
+
+@pytest.mark.skipif(not Mpi.available()[0], reason=Mpi.available()[1])
+def test_mpi_ranks_load_a_plugin_given_to_the_launcher() -> None:
+    """The model exists only in the plug-in: each rank that mpiexec starts must load it."""
+    plugin = ["--plugin", str(LOCAL_FILE), "--model", "tanh", "--steps", "3"]
+    ranks = result_of(*plugin, "--strategy", "mpi", "--workers", "2")
+    assert ranks["strategy_info"]["ranks"] == 2
+    assert ranks["params_sha256"] == result_of(*plugin)["params_sha256"]
 
 
 def test_the_environment_variable_loads_a_plugin_module_by_name() -> None:
