@@ -20,12 +20,12 @@ from harness.config import RunConfig
 from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.bench.matrix import Cell, Preset, Selection, spec_for
 from harness.bench.noise import NoiseMeter
+from harness.bench.rounds import ROUND_ENV
 from harness.plugins import ENV as PLUGINS_ENV
 from harness.plugins import loaded
 
 PREFIX = "ft_"
 INHERITED_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "BLIS_", "GOTO_", "VECLIB_")
-ROUND_ENV = "FT_HARNESS_ROUND"  # set by harness.bench.rounds: which round a run belongs to
 INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV, ROUND_ENV)
 HOOK_NAME = "ft-harness"
 # A run's results copied into its metadata are the workload's declared `facts`, and the
