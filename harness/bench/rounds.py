@@ -123,6 +123,7 @@ def run_rounds(targets: list[Target], args: list[str], plan: Plan, run: Runner,
                clock: Callable[[], float] = time.monotonic) -> Outcome:
     """Round after round over every target; the raw files replaced at the end, all together."""
     for t in targets:
+        t.out.parent.mkdir(parents=True, exist_ok=True)
         t.partial.unlink(missing_ok=True)  # a previous, interrupted series
     outcome, start = Outcome(), clock()
     while not outcome.reason:
@@ -134,7 +135,6 @@ def run_rounds(targets: list[Target], args: list[str], plan: Plan, run: Runner,
         log(f"round {outcome.rounds} took {outcome.seconds[-1]:.0f} s")
         outcome.reason = stop_reason(plan, outcome, clock() - start, targets, widest)
     for t in targets:
-        t.out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(t.partial, t.out)
     log(f"{outcome.rounds} rounds: {outcome.reason}")
     return outcome

@@ -150,7 +150,8 @@ def noise_section(s: dict[str, Any]) -> str:
              optional(c["steal_s"], ".1f"), optional(c["window_s"], ".1f"),
              f"{optional(c['load_before'], '.2f')} → {optional(c['load_after'], '.2f')}",
              optional(c["cpu_mhz"], ".0f"), str(c["cpus"] or "—"),
-             f"{len(c['noisy_cells'])} of {c['cells']}"] for c in n["configurations"]]
+             f"{len(c['noisy_cells'])} of {c['cells']}", str(c["rounds"] or "—")]
+            for c in n["configurations"]]
     return ("## Measurement noise\n\nWhile each pyperf process took its values, the bench read "
             "/proc/stat and its own process tree: *other CPU* is the machine's busy CPU time "
             "minus the benchmark's own, *steal* the time the hypervisor gave to other guests. "
@@ -158,7 +159,8 @@ def noise_section(s: dict[str, Any]) -> str:
             f"noise is above {n['threshold'] * 100:.0f} % is marked *noisy*. Load average: the "
             "1-minute figure at a process's first value → at its end, averaged.\n\n"
             + table(["config", "noise (mean)", "worst process", "other CPU (s)", "steal (s)",
-                     "measuring (s)", "load average", "MHz", "CPUs", "noisy benchmarks"], rows))
+                     "measuring (s)", "load average", "MHz", "CPUs", "noisy benchmarks", "rounds"],
+                    rows))
 
 
 def pct(value: float | None) -> float | None:
