@@ -13,16 +13,18 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LIFETIME = 120  # seconds: a burner left behind by a killed test run still goes away
 BURN = f"import time\nend = time.monotonic() + {LIFETIME}\nwhile time.monotonic() < end: pass\n"
-DETACH = ("import subprocess, sys\n"
-          "p = subprocess.Popen([sys.executable, '-c', sys.argv[1]], start_new_session=True,\n"
-          "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
-          "                     stderr=subprocess.DEVNULL)\n"
-          "print(p.pid, flush=True)\n")
+DETACH = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', sys.argv[1]], start_new_session=True,\n"
+    "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
+    "                     stderr=subprocess.DEVNULL)\n"
+    "print(p.pid, flush=True)\n"
+)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -41,8 +43,9 @@ def stop(pid: int) -> None:
 @contextlib.contextmanager
 def detached() -> Iterator[int]:
     """A burner that is not our descendant; yields its pid."""
-    out = subprocess.run([sys.executable, "-c", DETACH, BURN], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", DETACH, BURN], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     pid = int(out.split()[0])
     try:
         yield pid

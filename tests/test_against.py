@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "reports" / "samples-raw").glob("*.json"))
 
 
-def cell(rate: float, speedup: float | None = None, significant: bool | None = True,
-         baseline: bool = False) -> dict[str, Any]:
+def cell(
+    rate: float,
+    speedup: float | None = None,
+    significant: bool | None = True,
+    baseline: bool = False,
+) -> dict[str, Any]:
     vs = None if speedup is None else {"speedup": speedup, "significant": significant}
     return {"rate_per_s": rate, "vs_serial_default": vs, "is_default_baseline": baseline}
 
@@ -25,11 +29,14 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"headline": {"model": "tiny", "rows": rows}}
 
 
-OLD = summary({
-    "serial/w1": {"cp313": cell(100, baseline=True), "cp313t": cell(90, 0.9)},
-    "threads/w2": {"cp313": cell(50, 0.5), "cp313t": cell(140, 1.4)},
-    "mpi/w2": {"cp313": cell(150, 1.5), "cp313t": cell(130, 1.3)},
-    "gone/w2": {"cp313": cell(500, 5.0)}})
+OLD = summary(
+    {
+        "serial/w1": {"cp313": cell(100, baseline=True), "cp313t": cell(90, 0.9)},
+        "threads/w2": {"cp313": cell(50, 0.5), "cp313t": cell(140, 1.4)},
+        "mpi/w2": {"cp313": cell(150, 1.5), "cp313t": cell(130, 1.3)},
+        "gone/w2": {"cp313": cell(500, 5.0)},
+    }
+)
 
 
 def test_unchanged_reports_list_nothing() -> None:
@@ -45,10 +52,13 @@ def test_a_verdict_change_and_a_swap_in_the_ranking_are_listed_and_nothing_else(
     rows["serial/w1"]["cp313t"] = cell(89, 0.89)  # a new number, the same verdict and rank
     del rows["gone/w2"]  # only in OLD: not compared, and the others' ranks do not move for it
     found = changes(OLD, new)
-    assert found["verdicts"] == [{"cell": "threads/w2", "configuration": "cp313t",
-                                  "old": "faster", "new": "not significant"}]
+    assert found["verdicts"] == [
+        {"cell": "threads/w2", "configuration": "cp313t", "old": "faster", "new": "not significant"}
+    ]
     assert sorted((r["cell"], r["old"], r["new"]) for r in found["rankings"]) == [
-        ("mpi/w2", 2, 1), ("threads/w2", 1, 2)]
+        ("mpi/w2", 2, 1),
+        ("threads/w2", 1, 2),
+    ]
     assert all(r["configuration"] == "cp313t" for r in found["rankings"])
 
 
@@ -60,8 +70,13 @@ def test_slower_and_faster_are_told_apart() -> None:
 
 
 def report(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "report", *map(str, SAMPLES), "-o",
-                           str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "report", *map(str, SAMPLES), "-o", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_against_itself_and_against_a_folder_without_a_report(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def test_the_interval_leaves_out_one_exactly_when_pyperfs_test_says_significant(
 
 def critical(base: list[float], other: list[float]) -> float:
     from pyperf._utils import tdist95conf_level
+
     if len(base) == len(other):
         return tdist95conf_level(len(base) + len(other) - 2)
     va, vb = (statistics.variance(x) / len(x) for x in (base, other))
@@ -83,15 +84,32 @@ def test_same_values_same_interval_in_any_order() -> None:
 
 def test_half_width_and_the_widest_headline_interval() -> None:
     def entry(speedup: float, ci: list[float] | None) -> dict:
-        return {"rate_per_s": 1.0, "is_default_baseline": False,
-                "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True}}
+        return {
+            "rate_per_s": 1.0,
+            "is_default_baseline": False,
+            "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True},
+        }
 
     assert half_width({"speedup": 2.0, "ci95": [1.8, 2.3]}) == pytest.approx(0.15)
     assert half_width({"speedup": 2.0, "ci95": None}) == math.inf
-    summary = {"headline": {"rows": {
-        "serial/w1": {"cp313": {"rate_per_s": 1.0, "is_default_baseline": True,
-                                "vs_serial_default": None}, "cp313t": entry(0.9, [0.88, 0.93])},
-        "threads/w2": {"cp313": entry(0.5, [0.45, 0.52]), "cp313t": entry(1.4, [1.3, 1.45])}}}}
+    summary = {
+        "headline": {
+            "rows": {
+                "serial/w1": {
+                    "cp313": {
+                        "rate_per_s": 1.0,
+                        "is_default_baseline": True,
+                        "vs_serial_default": None,
+                    },
+                    "cp313t": entry(0.9, [0.88, 0.93]),
+                },
+                "threads/w2": {
+                    "cp313": entry(0.5, [0.45, 0.52]),
+                    "cp313t": entry(1.4, [1.3, 1.45]),
+                },
+            }
+        }
+    }
     assert widest(summary) == {"cell": "threads/w2 on cp313", "half_width": pytest.approx(0.1)}
     summary["headline"]["rows"]["serial/w1"]["cp313t"] = entry(0.9, None)
     assert widest(summary) == {"cell": "serial/w1 on cp313t", "half_width": None}

@@ -18,10 +18,12 @@ LINUX = Path("/proc/stat").exists()
 
 def test_proc_stat_busy_excludes_idle_iowait_and_steal_and_counts_cpus() -> None:
     # user nice system idle iowait irq softirq steal guest guest_nice, in ticks
-    text = ("cpu  100 20 30 4000 50 6 7 80 9 0\n"
-            "cpu0 50 10 15 2000 25 3 3 40 5 0\n"
-            "cpu1 50 10 15 2000 25 3 4 40 4 0\n"
-            "intr 12345\nctxt 999\ncpufreq 1\n")
+    text = (
+        "cpu  100 20 30 4000 50 6 7 80 9 0\n"
+        "cpu0 50 10 15 2000 25 3 3 40 5 0\n"
+        "cpu1 50 10 15 2000 25 3 4 40 4 0\n"
+        "intr 12345\nctxt 999\ncpufreq 1\n"
+    )
     busy, steal, cpus = noise.parse_proc_stat(text)
     assert busy == pytest.approx((100 + 20 + 30 + 6 + 7) / TICK)  # guest is inside user already
     assert steal == pytest.approx(80 / TICK)
@@ -46,8 +48,10 @@ def fake_proc(tmp_path: Path, tree: dict[int, tuple[int, int]]) -> Path:
 
 
 def test_tree_cpu_sums_the_root_and_every_descendant_only(tmp_path: Path) -> None:
-    proc = fake_proc(tmp_path, {1: (0, 5000), 10: (1, 100), 11: (10, 20), 12: (11, 3),
-                                20: (1, 7000), 21: (20, 9000)})
+    proc = fake_proc(
+        tmp_path,
+        {1: (0, 5000), 10: (1, 100), 11: (10, 20), 12: (11, 3), 20: (1, 7000), 21: (20, 9000)},
+    )
     assert noise.tree_cpu(10, proc) == pytest.approx((100 + 20 + 3) / TICK)
     assert noise.tree_cpu(12, proc) == pytest.approx(3 / TICK)
     assert noise.tree_cpu(99, proc) == 0.0  # gone: nothing
@@ -85,8 +89,10 @@ def test_real_background_load_counts_as_other_and_our_own_children_do_not() -> N
         meter.start()  # the window holds [first, last] of the burners' own readings
         first = {pid: cpu_seconds(pid) for pid in (stranger, ours)}
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and min(
-                cpu_seconds(p) - first[p] for p in (stranger, ours)) < 0.3:
+        while (
+            time.monotonic() < deadline
+            and min(cpu_seconds(p) - first[p] for p in (stranger, ours)) < 0.3
+        ):
             time.sleep(0.05)
         used = {pid: cpu_seconds(pid) - first[pid] for pid in (stranger, ours)}
         meter.stop()
@@ -97,5 +103,6 @@ def test_real_background_load_counts_as_other_and_our_own_children_do_not() -> N
     facts = meter.facts()
     assert facts["noise"] == pytest.approx(
         (meter.window.other() + meter.window.steal) / (meter.window.wall * facts["noise_cpus"]),
-        abs=1e-4)
+        abs=1e-4,
+    )
     assert facts["noise_cpus"] >= 1 and facts["load_before"] is not None

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.report.summary import report_command
 
@@ -29,8 +30,14 @@ def with_noise(folder: Path, share: Callable[[str, str, int], float]) -> list[st
             for k, run in enumerate(runs):
                 s = share(config, name, k)
                 run.setdefault("metadata", {}).update(
-                    ft_noise=s, ft_noise_wall_s=1.0, ft_noise_cpus=2, ft_noise_other_cpu_s=2 * s,
-                    ft_noise_steal_s=0.0, ft_load_before=1.0 + 2 * s, ft_load_after=1.0 + 2 * s)
+                    ft_noise=s,
+                    ft_noise_wall_s=1.0,
+                    ft_noise_cpus=2,
+                    ft_noise_other_cpu_s=2 * s,
+                    ft_noise_steal_s=0.0,
+                    ft_load_before=1.0 + 2 * s,
+                    ft_load_after=1.0 + 2 * s,
+                )
         path = folder / f"{config}.json"
         path.write_text(json.dumps(data))
         paths.append(str(path))
@@ -48,7 +55,7 @@ def render(tmp_path: Path, share: Callable[[str, str, int], float]) -> tuple[dic
 def table_rows(markdown: str, config: str) -> list[str]:
     """The configuration's rows of the per-workload tables (the ones with the noise column)."""
     start = markdown.index("## Per workload")
-    section = markdown[start:markdown.index("\n## ", start + 1)]
+    section = markdown[start : markdown.index("\n## ", start + 1)]
     return [line for line in section.splitlines() if line.startswith(f"| {config} | `")]
 
 
@@ -66,7 +73,9 @@ def test_a_burnt_cpu_flags_exactly_that_configurations_cells_and_warns(tmp_path:
     for rows in summary["workloads"].values():
         for r in rows:
             runs = r["noise"]["runs"]
-            mean = statistics.fmean(burnt_half(r["configuration"], r["name"], k) for k in range(runs))
+            mean = statistics.fmean(
+                burnt_half(r["configuration"], r["name"], k) for k in range(runs)
+            )
             if mean > STATED:
                 expected.add((r["configuration"], r["name"]))
     flagged = {(c["configuration"], c["name"]) for c in summary["noise"]["noisy_cells"]}
@@ -77,8 +86,10 @@ def test_a_burnt_cpu_flags_exactly_that_configurations_cells_and_warns(tmp_path:
     line = markdown[warning:].splitlines()[0]
     assert "(on cp313t)" in line and "pyperf system tune" in line and "rounds" in line
     assert all("**noisy**" in row for row in table_rows(markdown, "cp313t"))
-    assert not any("noisy" in row for c in ("cp313", "cp313t-gil") for row in table_rows(markdown, c))
-    headline = markdown[markdown.index("## Headline"):markdown.index("## Single-thread")]
+    assert not any(
+        "noisy" in row for c in ("cp313", "cp313t-gil") for row in table_rows(markdown, c)
+    )
+    headline = markdown[markdown.index("## Headline") : markdown.index("## Single-thread")]
     threads = next(line for line in headline.splitlines() if line.startswith("| threads/w2 |"))
     cells = [c.strip() for c in threads.strip("|").split("|")]
     assert "*noisy*" in cells[2] and "noisy" not in cells[1] + cells[3]
@@ -89,9 +100,9 @@ def test_a_quiet_machine_gets_no_flag_and_no_warning(tmp_path: Path) -> None:
     assert summary["noise"]["noisy_cells"] == [] and summary["noise"]["noisy"] is False
     assert "> **Warning" not in markdown
     assert not any("noisy" in row for c in CONFIGS for row in table_rows(markdown, c))
-    headline = markdown[markdown.index("## Headline"):markdown.index("## Single-thread")]
+    headline = markdown[markdown.index("## Headline") : markdown.index("## Single-thread")]
     assert "noisy" not in headline
-    section = markdown[markdown.index("## Measurement noise"):]
+    section = markdown[markdown.index("## Measurement noise") :]
     assert "| cp313t | 3.0 % |" in section and "0 of" in section
 
 

@@ -18,7 +18,9 @@ from harness.bench.rounds import Plan, Target, run_rounds, take_options
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def targets(folder: Path, names: tuple[str, ...] = ("cp313", "cp313t", "cp313t-gil")) -> list[Target]:
+def targets(
+    folder: Path, names: tuple[str, ...] = ("cp313", "cp313t", "cp313t-gil")
+) -> list[Target]:
     return [Target(n, f"/py/{n}", {"FT_HARNESS_CONFIG": n}, folder / f"{n}.json") for n in names]
 
 
@@ -81,8 +83,15 @@ def test_adaptive_mode_stops_when_the_widest_interval_reaches_the_goal(tmp_path:
         seen.append(paths)
         return {"cell": "threads/w2 on cp313t", "half_width": next(widths)}
 
-    outcome = run_rounds(targets(tmp_path), [], Plan(until=0.05, budget_s=1e9), Recorder(),
-                         widest, log=lambda _: None, clock=Clock(10))
+    outcome = run_rounds(
+        targets(tmp_path),
+        [],
+        Plan(until=0.05, budget_s=1e9),
+        Recorder(),
+        widest,
+        log=lambda _: None,
+        clock=Clock(10),
+    )
     assert outcome.rounds == 4  # checked after rounds 2 (0.20), 3 (0.08), 4 (0.04): stop
     assert "within ±5 %" in outcome.reason and "±4.0 %" in outcome.reason
     assert seen[0] == [t.partial for t in targets(tmp_path)]
@@ -92,8 +101,15 @@ def test_adaptive_mode_stops_before_a_round_that_would_overrun_the_budget(tmp_pa
     def widest(paths: list[Path]) -> dict[str, Any]:
         return {"cell": "mpi/w2 on cp313", "half_width": 0.3}
 
-    outcome = run_rounds(targets(tmp_path), [], Plan(until=0.05, budget_s=250), Recorder(),
-                         widest, log=lambda _: None, clock=Clock(100))
+    outcome = run_rounds(
+        targets(tmp_path),
+        [],
+        Plan(until=0.05, budget_s=250),
+        Recorder(),
+        widest,
+        log=lambda _: None,
+        clock=Clock(100),
+    )
     # rounds take 100 s: after round 2 (200 s) a third would end at 300 s > 250 s
     assert outcome.rounds == 2 and "budget of 250 s spent" in outcome.reason
     assert "±30.0 %" in outcome.reason and "mpi/w2 on cp313" in outcome.reason
@@ -104,8 +120,12 @@ def test_round_options_are_taken_out_and_bad_values_named() -> None:
     assert plan == Plan(rounds=rounds.DEFAULT_ROUNDS, until=0.05, budget_s=480.0)
     assert rest == ["--preset", "smoke", "-p", "2"]
     assert take_options(["--rounds", "7"])[0].rounds == 7
-    for bad, named in ((["--rounds", "0"], "'0'"), (["--until", "120%"], "'120%'"),
-                       (["--budget", "soon"], "'soon'"), (["--rounds"], "--rounds")):
+    for bad, named in (
+        (["--rounds", "0"], "'0'"),
+        (["--until", "120%"], "'120%'"),
+        (["--budget", "soon"], "'soon'"),
+        (["--rounds"], "--rounds"),
+    ):
         with pytest.raises(ValueError, match=named):
             take_options(bad)
 
@@ -113,16 +133,30 @@ def test_round_options_are_taken_out_and_bad_values_named() -> None:
 def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Path) -> None:
     """Real benches (smoke preset, two cells), real pyperf --append: every benchmark ends with
     one process per round, each process knows its round and recorded the machine's noise."""
-    env = {**os.environ, "FT_HARNESS_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
-    found = [Target(n, sys.executable, {**env, "FT_HARNESS_CONFIG": n}, tmp_path / f"{n}.json")
-             for n in ("cp313", "cp313t")]
+    env = {
+        **os.environ,
+        "FT_HARNESS_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    found = [
+        Target(n, sys.executable, {**env, "FT_HARNESS_CONFIG": n}, tmp_path / f"{n}.json")
+        for n in ("cp313", "cp313t")
+    ]
 
     def run(command: list[str], env: dict[str, str]) -> None:
         subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
 
-    args = ["--preset", "smoke", "--workloads", "data-parallel", "--strategies", "serial,threads",
-            "--workers", "2"]
+    args = [
+        "--preset",
+        "smoke",
+        "--workloads",
+        "data-parallel",
+        "--strategies",
+        "serial,threads",
+        "--workers",
+        "2",
+    ]
     run_rounds(found, args, Plan(rounds=2), run, log=lambda _: None)
     for t in found:
         data = json.loads(t.out.read_text())
@@ -130,8 +164,11 @@ def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Pat
         for bench in data["benchmarks"]:
             # pyperf writes metadata common to every run once, at the benchmark's level
             common = {**data.get("metadata", {}), **bench.get("metadata", {})}
-            runs = [{"metadata": {**common, **r.get("metadata", {})}} for r in bench["runs"]
-                    if r.get("values")]
+            runs = [
+                {"metadata": {**common, **r.get("metadata", {})}}
+                for r in bench["runs"]
+                if r.get("values")
+            ]
             assert sorted(r["metadata"]["ft_round"] for r in runs) == ["1", "2"]
             for r in runs:
                 assert 0 <= r["metadata"]["ft_noise"] and r["metadata"]["ft_noise_wall_s"] > 0

@@ -165,8 +165,13 @@ class NoiseMeter:
         share = w.share()
         if share is None:
             return {}
-        return {"noise": round(share, 4), "noise_wall_s": round(w.wall, 4), "noise_cpus": w.cpus,
-                "noise_other_cpu_s": round(w.other(), 3), "noise_steal_s": round(max(0.0, w.steal), 3),
-                "load_before": self.load_before,
-                "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-                "cpu_mhz": cpu_mhz()}
+        return {
+            "noise": round(share, 4),
+            "noise_wall_s": round(w.wall, 4),
+            "noise_cpus": w.cpus,
+            "noise_other_cpu_s": round(w.other(), 3),
+            "noise_steal_s": round(max(0.0, w.steal), 3),
+            "load_before": self.load_before,
+            "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "cpu_mhz": cpu_mhz(),
+        }

@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROUND_ENV = "FT_HARNESS_ROUND"  # which round a run belongs to (the bench hook records it)
 # 4 rounds x 1 process (x 1 warm-up + 3 values) for the quick preset: 12 values per benchmark,
@@ -110,17 +111,33 @@ def take_options(args: list[str]) -> tuple[Plan, list[str]]:
 
 def command(target: Target, args: list[str]) -> list[str]:
     """One round's bench of one configuration (options after ours: a user's `-p` wins)."""
-    return [target.python, "-m", "harness", "bench", "--quiet", "-p", str(PROCESSES_PER_ROUND),
-            *args, "--append", str(target.partial)]
+    return [
+        target.python,
+        "-m",
+        "harness",
+        "bench",
+        "--quiet",
+        "-p",
+        str(PROCESSES_PER_ROUND),
+        *args,
+        "--append",
+        str(target.partial),
+    ]
 
 
 Runner = Callable[[list[str], dict[str, str]], None]
 Widest = Callable[[list[Path]], "dict[str, Any] | None"]
 
 
-def run_rounds(targets: list[Target], args: list[str], plan: Plan, run: Runner,
-               widest: Widest | None = None, log: Callable[[str], None] = print,
-               clock: Callable[[], float] = time.monotonic) -> Outcome:
+def run_rounds(
+    targets: list[Target],
+    args: list[str],
+    plan: Plan,
+    run: Runner,
+    widest: Widest | None = None,
+    log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+) -> Outcome:
     """Round after round over every target; the raw files replaced at the end, all together."""
     for t in targets:
         t.out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +157,9 @@ def run_rounds(targets: list[Target], args: list[str], plan: Plan, run: Runner,
     return outcome
 
 
-def stop_reason(plan: Plan, outcome: Outcome, elapsed: float, targets: list[Target],
-                widest: Widest | None) -> str:
+def stop_reason(
+    plan: Plan, outcome: Outcome, elapsed: float, targets: list[Target], widest: Widest | None
+) -> str:
     """Why to stop after this round, or "" to go on."""
     if plan.until is None:
         return f"the {plan.rounds} rounds asked for" if outcome.rounds >= plan.rounds else ""
@@ -156,7 +174,9 @@ def stop_reason(plan: Plan, outcome: Outcome, elapsed: float, targets: list[Targ
     if elapsed + outcome.seconds[-1] > plan.budget_s:
         width = (outcome.widest or {}).get("half_width")
         shown = "unbounded" if width is None else f"±{width * 100:.1f} %"
-        return (f"budget of {plan.budget_s:.0f} s spent before every headline interval was "
-                f"within {goal} (widest {shown}"
-                + (f", {outcome.widest['cell']})" if outcome.widest else ")"))
+        return (
+            f"budget of {plan.budget_s:.0f} s spent before every headline interval was "
+            f"within {goal} (widest {shown}"
+            + (f", {outcome.widest['cell']})" if outcome.widest else ")")
+        )
     return ""

@@ -23,11 +23,14 @@ def load_old_summary(folder: str) -> dict[str, Any]:
     try:
         old = json.loads(path.read_text())
     except FileNotFoundError:
-        raise HarnessError(f"--against {folder}: no summary.json there; give the folder of an "
-                           "earlier report (what `python -m harness report -o` wrote)") from None
+        raise HarnessError(
+            f"--against {folder}: no summary.json there; give the folder of an "
+            "earlier report (what `python -m harness report -o` wrote)"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"--against {folder}: summary.json is not readable JSON "
-                           f"({type(exc).__name__})") from None
+        raise HarnessError(
+            f"--against {folder}: summary.json is not readable JSON ({type(exc).__name__})"
+        ) from None
     if not isinstance(old, dict) or not isinstance(old.get("headline", {}) or {}, dict):
         raise HarnessError(f"--against {folder}: summary.json is not a report's summary")
     return old
@@ -71,11 +74,16 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             if old_v != new_v:
                 verdicts.append({"cell": cell, "configuration": config, "old": old_v, "new": new_v})
             if was[cell] != now[cell]:
-                rankings.append({"cell": cell, "configuration": config, "old": was[cell],
-                                 "new": now[cell]})
-    return {"compared": compared, "verdicts": verdicts, "rankings": rankings,
-            "old_model": (old.get("headline") or {}).get("model"),
-            "new_model": (new.get("headline") or {}).get("model")}
+                rankings.append(
+                    {"cell": cell, "configuration": config, "old": was[cell], "new": now[cell]}
+                )
+    return {
+        "compared": compared,
+        "verdicts": verdicts,
+        "rankings": rankings,
+        "old_model": (old.get("headline") or {}).get("model"),
+        "new_model": (new.get("headline") or {}).get("model"),
+    }
 
 
 def changes_text(against: dict[str, Any]) -> str:
@@ -85,10 +93,14 @@ def changes_text(against: dict[str, Any]) -> str:
         head += f" (headline model {against['old_model']} then, {against['new_model']} now)"
     if against["compared"] == 0:
         return head + "; nothing to compare"
-    lines = [f"- verdict of {v['cell']} on {v['configuration']}: {v['old']} -> {v['new']}"
-             for v in against["verdicts"]]
-    lines += [f"- rank of {r['cell']} on {r['configuration']}: {r['old']} -> {r['new']}"
-              for r in against["rankings"]]
+    lines = [
+        f"- verdict of {v['cell']} on {v['configuration']}: {v['old']} -> {v['new']}"
+        for v in against["verdicts"]
+    ]
+    lines += [
+        f"- rank of {r['cell']} on {r['configuration']}: {r['old']} -> {r['new']}"
+        for r in against["rankings"]
+    ]
     if not lines:
         return head + "; no verdict or ranking changed"
     return head + f"; {len(lines)} changed:\n" + "\n".join(lines)

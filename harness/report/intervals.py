@@ -25,7 +25,8 @@ import json
 import math
 import statistics
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def critical_t(na: int, nb: int, va: float, vb: float) -> float:
@@ -56,8 +57,9 @@ def ratio_interval(base: Sequence[float], other: Sequence[float]) -> list[float]
     return [(a * b - t * root) / lead, (a * b + t * root) / lead]
 
 
-def with_interval(comparison: dict[str, Any], base: Sequence[float], other: Sequence[float]
-                  ) -> dict[str, Any]:
+def with_interval(
+    comparison: dict[str, Any], base: Sequence[float], other: Sequence[float]
+) -> dict[str, Any]:
     """A rawdata.compare() result with its interval (`ci95`: [low, high] or None)."""
     return {**comparison, "ci95": ratio_interval(base, other)}
 

@@ -101,7 +101,8 @@ def headline_section(s: dict[str, Any]) -> str:
         return ""
     columns = h["columns"]
     rows = [[name] + [headline_cell(cells.get(c)) for c in columns] for name, cells in h["rows"].items()]
-    cost = "; ".join(f"{c['configuration']} {cost_with_interval(c)}" for c in h["single_thread_cost"])
+    cost = "; ".join(f"{c['configuration']} {cost_with_interval(c)}"
+                     for c in h["single_thread_cost"])
     plot = f"\n\n![speed-up vs workers]({plot_name(s, h)})" if plot_name(s, h) else ""
     return (f"## Headline: {h['workload']} training, model `{h['model']}`\n\n{h['unit'].capitalize()}s per "
             f"second, and in brackets the speed-up against serial on {s['default_configuration']} "
@@ -114,7 +115,8 @@ def headline_section(s: dict[str, Any]) -> str:
 def headline_cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "—"
-    label = "baseline" if entry["is_default_baseline"] else with_interval(entry["vs_serial_default"])
+    comparison = entry["vs_serial_default"]
+    label = "baseline" if entry["is_default_baseline"] else with_interval(comparison)
     return f"{rate(entry['rate_per_s'])} ({label})" + (" *noisy*" if entry.get("noisy") else "")
 
 
@@ -134,7 +136,8 @@ def noise_warning(s: dict[str, Any]) -> str:
     configs = sorted({c["configuration"] for c in n["noisy_cells"]}, key=s["configurations"].index)
     return (f"> **Warning: noisy machine.** {len(n['noisy_cells'])} benchmarks (on "
             f"{', '.join(configs)}) were measured while more than {n['threshold'] * 100:.0f} % of "
-            "the machine's CPU time went to other work; their numbers (marked *noisy*) may say more "
+            "the machine's CPU time went to other work; their numbers (marked *noisy*) may "
+            "say more "
             f"about that work than about the interpreter. To do: {n['advice']}.")
 
 
@@ -155,7 +158,8 @@ def noise_section(s: dict[str, Any]) -> str:
     return ("## Measurement noise\n\nWhile each pyperf process took its values, the bench read "
             "/proc/stat and its own process tree: *other CPU* is the machine's busy CPU time "
             "minus the benchmark's own, *steal* the time the hypervisor gave to other guests. "
-            "Noise = (other + steal) ÷ (measuring time × CPUs), per process; a benchmark whose mean "
+            "Noise = (other + steal) ÷ (measuring time × CPUs), per process; a benchmark "
+            "whose mean "
             f"noise is above {n['threshold'] * 100:.0f} % is marked *noisy*. Load average: the "
             "1-minute figure at a process's first value → at its end, averaged.\n\n"
             + table(["config", "noise (mean)", "worst process", "other CPU (s)", "steal (s)",
@@ -203,8 +207,8 @@ def workload_section(s: dict[str, Any], workload: str, rows: list[dict[str, Any]
              optional(r["efficiency"], ".2f"), digest_cell(r), interval(r["vs_serial"]),
              noise_mark(r.get("noise"))] for r in rows]
     headers = ["config", "benchmark", f"µs per {unit} (mean ± std)", f"{unit}s/s", "vs serial, same config",
-               f"vs serial, {default}", "efficiency", "digest vs serial", "95 % interval, same config",
-               "noise"]
+               f"vs serial, {default}", "efficiency", "digest vs serial",
+               "95 % interval, same config", "noise"]
     plots = "".join(f"\n\n![{name}]({name})" for name in s.get("plots", [])
                     if name.split("-", 1)[1].startswith(workload))
     return f"### {workload}\n\n" + table(headers, body) + plots
@@ -241,7 +245,8 @@ def workloads_section(s: dict[str, Any]) -> str:
               "there is expected, not a fault. ⚠: standard deviation above 10 % of "
               "the mean, where pyperf itself warns that the result may be unstable. "
               "95 % interval: of the speed-up against serial on the same configuration. Noise: the "
-              "share of the machine's CPU time that went to other work while the benchmark's values "
+              "share of the machine's CPU time that went to other work while the benchmark's "
+              "values "
               "were taken (mean over its processes; **noisy** above the threshold, see "
               "Measurement noise).")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)

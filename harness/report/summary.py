@@ -306,7 +306,7 @@ def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     for r in (r for r in rows if r["model"] == model):
         cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
         cell[r["configuration"]] = {"rate_per_s": r["rate_per_s"], "vs_serial_default": r["vs_serial_default"],
-                                    "noisy": bool(r["noise"] and r["noise"]["noisy"]),
+                                    "noisy": bool((r.get("noise") or {}).get("noisy")),
                                     "is_default_baseline": r["is_baseline"] and r["configuration"] == index.default}
     cost = [c for c in summary["single_thread_cost"] if c["name"] == f"data-parallel/serial/w1/{model}"]
     return {"workload": "data-parallel", "model": model, "unit": rows[0]["unit"],
@@ -340,7 +340,8 @@ def report_command(paths: list[str], out: str, against: str | None = None) -> st
     (temp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     (temp / "REPORT.md").write_text(render_markdown(summary))
     swap_in(temp, target)
-    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+    plots = len(summary["plots"])
+    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {plots} plots"
     return done + (f"\n{changes_text(summary['against'])}" if old is not None else "")
 
 
