@@ -8,7 +8,8 @@ a window around each of its timed calls and adds the totals to the run's metadat
     ft_noise_other_cpu_s  CPU seconds the machine spent busy, minus this process tree's own
     ft_noise_steal_s      CPU seconds the hypervisor gave to other guests (steal)
     ft_noise              (other + steal) / (wall x cpus): the share of the machine's CPU time
-                          that went to something else than this benchmark, 0 on a quiet machine
+                          that went to something else than this benchmark, 0 on a quiet machine,
+                          at most 1 (tick-sampled counters can overshoot over short windows)
     ft_load_before/after  1-minute load average at the first window and at the end
     ft_cpu_mhz            mean current frequency of the usable CPUs, where the kernel says it
 
@@ -115,9 +116,12 @@ class Window:
         return max(0.0, self.busy - self.own)
 
     def share(self) -> float | None:
-        """(other + steal) as a share of the machine's CPU time in the windows."""
+        """(other + steal) as a share of the machine's CPU time in the windows, at most 1: the
+        counters tick at USER_HZ, so over a few short windows the ratio can overshoot."""
         capacity = self.wall * self.cpus
-        return (self.other() + max(0.0, self.steal)) / capacity if capacity > 0 else None
+        if capacity <= 0:
+            return None
+        return min(1.0, (self.other() + max(0.0, self.steal)) / capacity)
 
 
 def cpu_mhz(proc: Path = PROC) -> float | None:
