@@ -10,7 +10,7 @@ bench leaves the previous raw files as they were. Inside one round a configurati
 one after another (serial first), so serial and the cells compared with it are interleaved at
 the round's scale too: each of them has one process in every round.
 
-Fixed mode: `--rounds N` (DEFAULT_ROUNDS). Adaptive mode: `--until 5%` adds rounds until every
+Fixed mode: `--rounds N` (default: the preset's pyperf process count, one process a round). Adaptive mode: `--until 5%` adds rounds until every
 headline speed-up's 95 % interval is within ±5 % (harness.report.intervals) or the next round
 would overrun `--budget` (default DEFAULT_BUDGET_S), and says which.
 
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 ROUND_ENV = "FT_HARNESS_ROUND"  # which round a run belongs to (the bench hook records it)
-# 4 rounds x 1 process (x 1 warm-up + 3 values) for the quick preset: 12 values per benchmark,
-# one process more than the 3 it had before rounds; about 4-5 minutes for the three
-# configurations on 2 cores, under the main job's 10 minutes (see README).
-DEFAULT_ROUNDS = 4
+# By default as many rounds of one process as the preset has pyperf processes (quick: 3 rounds,
+# 3 processes x (1 warm-up + 3 values) per benchmark as before rounds existed; full: 20): the
+# same measuring time, plus one bench start-up (about 2 s) per extra round and configuration,
+# which keeps the main job within its 10 minutes from a fresh clone (see README).
+DEFAULT_ROUNDS = 3  # a preset this harness does not know
 PROCESSES_PER_ROUND = 1
 MIN_ADAPTIVE_ROUNDS = 2  # an interval from one process's values says little about the next
 DEFAULT_BUDGET_S = 480.0
@@ -101,12 +102,26 @@ def take_options(args: list[str]) -> tuple[Plan, list[str]]:
         else:
             rest.append(args[i])
         i += 1
-    rounds = found.get("--rounds", str(DEFAULT_ROUNDS))
+    rounds = found.get("--rounds", str(preset_rounds(rest)))
     if not rounds.isdigit() or int(rounds) < 1:
         raise ValueError(f"--rounds {rounds!r}: give a whole number of rounds, 1 or more")
     until = parse_goal(found["--until"]) if "--until" in found else None
     budget = parse_duration(found["--budget"]) if "--budget" in found else DEFAULT_BUDGET_S
     return Plan(int(rounds), until, budget), rest
+
+
+def preset_rounds(args: list[str]) -> int:
+    """The pyperf processes of the preset in args (`--preset X`, default quick)."""
+    from harness.bench.matrix import PRESETS  # standard library only, like this module
+
+    name = "quick"
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            name = args[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.partition("=")[2]
+    info = PRESETS.get(name)
+    return int(info.pyperf["processes"]) if info else DEFAULT_ROUNDS
 
 
 def command(target: Target, args: list[str]) -> list[str]:
