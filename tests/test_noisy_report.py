@@ -1,16 +1,26 @@
 """The report's noise flags and warning (harness.report.noisy and markdown), on the committed
 sample raw files with the bench's noise facts written into their runs: once as if a background
-process had burnt one CPU during half of cp313t's processes, once as on a quiet machine."""
+process had burnt one CPU during half of cp313t's processes, once as on a quiet machine; and,
+on a quiet machine only, for real with a burning process (tests.background_load)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from harness.bench import noise, rounds
 from harness.report.summary import report_command
+from tests.background_load import detached
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "reports" / "samples-raw"
@@ -112,3 +122,60 @@ def test_raw_files_without_noise_facts_say_not_measured(tmp_path: Path) -> None:
     markdown = (out / "REPORT.md").read_text()
     assert "Not measured" in markdown and "> **Warning" not in markdown
     assert all(row.rstrip(" |").endswith("not measured") for row in table_rows(markdown, "cp313"))
+
+
+def quiet_share(seconds: float = 1.0) -> float:
+    """The machine's noise while this process sleeps: what the bench would call noise now."""
+    meter = noise.NoiseMeter()
+    meter.start()
+    time.sleep(seconds)
+    meter.stop()
+    return meter.facts().get("noise", 1.0)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc")
+def test_a_real_burner_during_one_configuration_flags_exactly_its_cells(tmp_path: Path) -> None:
+    """End to end on a quiet machine: two rounds of two configurations (labels; the same
+    interpreter), a detached burner running during every bench of cp313t only. Skipped where
+    the machine is not quiet to begin with (then every configuration is noisy, rightly, and
+    nothing can be told apart): the constructed tests above cover the logic there."""
+    before = quiet_share()
+    if before > STATED / 2:
+        pytest.skip(f"the machine is not quiet ({before:.0%} of its CPU time is other work)")
+    env = {
+        **os.environ,
+        "FT_HARNESS_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    targets = [
+        rounds.Target(
+            n, sys.executable, {**env, "FT_HARNESS_CONFIG": n}, tmp_path / "raw" / f"{n}.json"
+        )
+        for n in ("cp313", "cp313t")
+    ]
+
+    def run(command: list[str], env: dict[str, str]) -> None:
+        burner = detached() if env["FT_HARNESS_CONFIG"] == "cp313t" else contextlib.nullcontext()
+        with burner:
+            subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+    args = [
+        "--preset",
+        "smoke",
+        "--workloads",
+        "data-parallel",
+        "--strategies",
+        "serial,threads",
+        "--workers",
+        "2",
+    ]
+    rounds.run_rounds(targets, args, rounds.Plan(rounds=2), run, log=lambda _: None)
+    report_command([str(t.out) for t in targets], str(tmp_path / "report"))
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    flagged = {(c["configuration"], c["name"]) for c in summary["noise"]["noisy_cells"]}
+    measured = {
+        (r["configuration"], r["name"]) for rows in summary["workloads"].values() for r in rows
+    }
+    assert flagged == {cell for cell in measured if cell[0] == "cp313t"}
+    assert "(on cp313t)" in (tmp_path / "report" / "REPORT.md").read_text()
