@@ -256,6 +256,8 @@ def report(session: nox.Session) -> None:
     start = time.monotonic()
     configs, raw = run_benches(session)
     interp = configs[0]  # any venv has matplotlib (the test extra)
+    # the previous report, if any, is read before it is replaced: did the conclusions change?
+    against = ["--against", str(LATEST)] if (LATEST / "summary.json").exists() else []
     session.run(
         venv_python(session, interp),
         "-m",
@@ -264,6 +266,7 @@ def report(session: nox.Session) -> None:
         *raw,
         "-o",
         str(LATEST),
+        *against,
         external=True,
         env=config_env(interp),
     )

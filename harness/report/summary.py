@@ -332,7 +332,9 @@ def report_command(paths: list[str], out: str, against: str | None = None) -> st
     old = load_old_summary(against) if against else None
     summary = summarise(rawdata.load(paths))
     if old is not None:
-        summary["against"] = {"folder": against, **changes(old, summary)}
+        same = Path(against).resolve() == target.resolve()  # read before it is replaced
+        label = f"{against} (the report this one replaced)" if same else against
+        summary["against"] = {"folder": label, **changes(old, summary)}
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
