@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.report.against import changes
+import pytest
+
+from harness import HarnessError
+from harness.report.against import changes, load_old_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "reports" / "samples-raw").glob("*.json"))
@@ -92,3 +95,22 @@ def test_cli_against_itself_and_against_a_folder_without_a_report(tmp_path: Path
     written = json.loads((tmp_path / "b" / "summary.json").read_text())["against"]
     assert written["verdicts"] == [] and written["compared"] > 10
     assert "## Against an earlier report" in (tmp_path / "b" / "REPORT.md").read_text()
+
+
+def test_an_old_report_that_is_not_one_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    (tmp_path / "list").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list" / "summary.json").write_text("[1, 2]")
+    for name, words in (
+        ("file", "not a folder"),
+        ("broken", "not readable JSON"),
+        ("list", "not a report's summary"),
+        ("nowhere", "no such folder"),
+        ("empty", "no summary.json"),
+    ):
+        with pytest.raises(HarnessError, match=words) as caught:
+            load_old_summary(str(tmp_path / name))
+        assert str(tmp_path / name) in str(caught.value) and "\n" not in str(caught.value)

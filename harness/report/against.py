@@ -19,6 +19,12 @@ from harness import HarnessError
 
 def load_old_summary(folder: str) -> dict[str, Any]:
     """OLD's summary.json, checked enough to be compared; a one-line error otherwise."""
+    if not Path(folder).is_dir():
+        what = "not a folder" if Path(folder).exists() else "no such folder"
+        raise HarnessError(
+            f"--against {folder}: {what}; give the folder of an earlier "
+            "report (what `python -m harness report -o` wrote)"
+        )
     path = Path(folder) / "summary.json"
     try:
         old = json.loads(path.read_text())
