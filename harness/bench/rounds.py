@@ -10,9 +10,10 @@ bench leaves the previous raw files as they were. Inside one round a configurati
 one after another (serial first), so serial and the cells compared with it are interleaved at
 the round's scale too: each of them has one process in every round.
 
-Fixed mode: `--rounds N` (default: the preset's pyperf process count, one process a round). Adaptive mode: `--until 5%` adds rounds until every
-headline speed-up's 95 % interval is within ±5 % (harness.report.intervals) or the next round
-would overrun `--budget` (default DEFAULT_BUDGET_S), and says which.
+Fixed mode: `--rounds N` (default: the preset's pyperf process count, one process a
+round). Adaptive mode: `--until 5%` adds rounds until every headline speed-up's 95 % interval
+is within ±5 % (harness.report.intervals) or the next round would overrun `--budget` (default
+DEFAULT_BUDGET_S), and says which.
 
 Standard library only: the noxfile imports this, outside any of the configurations' venvs; the
 intervals are computed by a configuration's own interpreter (`widest`, given by the caller).
