@@ -2,7 +2,8 @@
 
     nox -s tests      the test suite on every configuration (cp313, cp313t, cp313t-gil, others on PATH)
     nox -s compare    a small data-parallel comparison across strategies and configurations
-    nox -s bench      pyperf benchmarks (preset quick) on every configuration -> reports/raw/
+    nox -s bench      pyperf benchmarks (preset quick) on every configuration -> reports/raw/,
+                      in interleaved rounds (-- --rounds N, or -- --until 5% --budget 8m)
     nox -s report     bench, then reports/latest/ (REPORT.md, PNG plots, summary.json): the main job
     nox -s lint       ruff check + ruff format --check (settings in pyproject.toml)
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 # Standard library only, and nothing is resolved on import.
 from harness import toolchain
+from harness.bench import rounds
 from harness.confignames import ENV_PYTHON, Series, parse_name, parse_versions, versions_from_env
 from harness.report.table import render_comparison
 
@@ -228,29 +230,30 @@ LATEST = Path("reports") / "latest"
 
 
 def run_benches(session: nox.Session) -> tuple[list[toolchain.Interpreter], list[str]]:
-    """The bench once per configuration, each into reports/raw/<config>.json (atomically: an
-    interrupted bench leaves the previous file). Options after `--` go to every bench."""
+    """The bench of every configuration in interleaved rounds (harness.bench.rounds), merged into
+    reports/raw/<config>.json at the end (an interrupted bench leaves the previous files).
+    `--rounds N`, `--until 5%`, `--budget 8m` after `--` steer the rounds; other options go to
+    every bench."""
     configs, args = main_configs(session)
-    written = []
-    for interp in configs:
-        python = venv_python(session, interp)
-        out = str(RAW / f"{interp.name}.json")
-        start = time.monotonic()
-        session.run(
-            python,
-            "-m",
-            "harness",
-            "bench",
-            "--quiet",
-            *args,
-            "--out",
-            out,
-            external=True,
-            env=config_env(interp),
-        )
-        session.log(f"{interp.name}: bench took {time.monotonic() - start:.0f} s")
-        written.append(out)
-    return configs, written
+    try:
+        plan, args = rounds.take_options(args)
+    except ValueError as exc:
+        session.error(str(exc))
+    targets = [
+        rounds.Target(i.name, venv_python(session, i), config_env(i), RAW / f"{i.name}.json")
+        for i in configs
+    ]
+
+    def run(command: list[str], env: dict[str, str]) -> None:
+        session.run(*command, external=True, env=env)
+
+    def widest(paths: list[Path]) -> dict | None:
+        cmd = [targets[0].python, "-m", "harness.report.intervals", *map(str, paths)]
+        out = session.run(*cmd, external=True, silent=True, env=targets[0].env)
+        return json.loads(out.strip().splitlines()[-1])  # the last line: the JSON
+
+    rounds.run_rounds(targets, args, plan, run, widest, log=session.log)
+    return configs, [str(t.out) for t in targets]
 
 
 @nox.session(python=False)
@@ -265,6 +268,8 @@ def report(session: nox.Session) -> None:
     start = time.monotonic()
     configs, raw = run_benches(session)
     interp = configs[0]  # any venv has matplotlib (the test extra)
+    # the previous report, if any, is read before it is replaced: did the conclusions change?
+    against = ["--against", str(LATEST)] if (LATEST / "summary.json").exists() else []
     session.run(
         venv_python(session, interp),
         "-m",
@@ -273,6 +278,7 @@ def report(session: nox.Session) -> None:
         *raw,
         "-o",
         str(LATEST),
+        *against,
         external=True,
         env=config_env(interp),
     )

@@ -190,13 +190,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.summary import report_command
-    print(report_command(args.raw, args.output))
+    print(report_command(args.raw, args.output, args.against))
     return 0
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("raw", nargs="+", help="pyperf JSON files from `bench`, one per configuration")
     p.add_argument("-o", "--output", default="reports/latest", help="folder (rewritten; default reports/latest)")
+    p.add_argument("--against", metavar="OLD_REPORT_DIR",
+                   help="list the headline cells whose verdict or ranking changed since that report")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

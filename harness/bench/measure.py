@@ -19,12 +19,14 @@ from harness import __version__
 from harness.config import RunConfig
 from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.bench.matrix import Cell, Preset, Selection, spec_for
+from harness.bench.noise import NoiseMeter
+from harness.bench.rounds import ROUND_ENV
 from harness.plugins import ENV as PLUGINS_ENV
 from harness.plugins import loaded
 
 PREFIX = "ft_"
 INHERITED_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "BLIS_", "GOTO_", "VECLIB_")
-INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV)
+INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV, ROUND_ENV)
 HOOK_NAME = "ft-harness"
 # A run's results copied into its metadata are the workload's declared `facts`, and the
 # strategy's info() keys its class declares (`info_facts`), plus these for every strategy.
@@ -115,14 +117,21 @@ class FactsHook:
     """A pyperf hook (the protocol of pyperf's HookBase): pyperf calls teardown(metadata) after
     computing a run's values, with the run's own metadata dict."""
 
+    def __init__(self) -> None:
+        # pyperf enters the hook around each timed call (warm-ups included): the meter sees
+        # exactly the windows in which values were measured
+        self.meter = NoiseMeter()
+
     def __enter__(self) -> None:
-        pass
+        self.meter.start()
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        self.meter.stop()
 
     def teardown(self, metadata: dict[str, Any]) -> None:
         metadata.update(FACTS)
+        metadata.update(prefixed(self.meter.facts()))
+        metadata.update(prefixed({"round": os.environ.get(ROUND_ENV)}))
 
 
 class HookEntry:

@@ -38,6 +38,32 @@ def signed_percent(entry: dict[str, Any]) -> str:
     return f"{entry['cost_percent']:+.1f} %" if entry["significant"] else "not significant"
 
 
+def interval(comparison: dict[str, Any] | None) -> str:
+    """A speed-up's 95 % interval as `[1.40–1.66]`; "unbounded" where Fieller's set is."""
+    if comparison is None or "ci95" not in comparison:
+        return "—"
+    ci = comparison["ci95"]
+    return f"[{ci[0]:.2f}–{ci[1]:.2f}]" if ci is not None else "unbounded"
+
+
+def with_interval(comparison: dict[str, Any] | None) -> str:
+    """The verdict and its interval: `1.52x [1.40–1.66]`, `not significant [0.93–1.08]`."""
+    shown = interval(comparison)
+    return speedup_label(comparison) + (f" {shown}" if shown != "—" else "")
+
+
+def cost_with_interval(entry: dict[str, Any]) -> str:
+    ci = entry.get("cost_interval_percent")
+    return signed_percent(entry) + (f" [{ci[0]:+.1f} to {ci[1]:+.1f} %]" if ci else "")
+
+
+def noise_mark(noise: dict[str, Any] | None) -> str:
+    """The noise column: the share of the machine's CPU that went elsewhere, flagged if noisy."""
+    if noise is None:
+        return "not measured"
+    return f"{noise['mean'] * 100:.0f} %" + (" **noisy**" if noise["noisy"] else "")
+
+
 # ---- sections --------------------------------------------------------------------------------------
 
 def intro(s: dict[str, Any]) -> str:
@@ -52,7 +78,11 @@ def intro(s: dict[str, Any]) -> str:
             "Speed-ups are ratios of mean time per unit; each is tested with pyperf's own two-tailed "
             "t-test at 95 % (the test behind `pyperf compare_to`; Welch's t-test where two benchmarks have "
             "different numbers of values). A difference that fails the test is "
-            "written **not significant** and never as a speed-up.")
+            "written **not significant** and never as a speed-up. In brackets: the speed-up's 95 % "
+            "confidence interval (Fieller's, for a ratio of two means); it leaves out 1.00 exactly "
+            "when the test says significant. *noisy*: measured while more than "
+            f"{s['noise']['threshold'] * 100:.0f} % of the machine's CPU time went to other work "
+            "(see Measurement noise).")
 
 
 def run_shapes(shapes: dict[str, dict[str, int]]) -> str:
@@ -71,10 +101,12 @@ def headline_section(s: dict[str, Any]) -> str:
         return ""
     columns = h["columns"]
     rows = [[name] + [headline_cell(cells.get(c)) for c in columns] for name, cells in h["rows"].items()]
-    cost = "; ".join(f"{c['configuration']} {signed_percent(c)}" for c in h["single_thread_cost"])
+    cost = "; ".join(f"{c['configuration']} {cost_with_interval(c)}"
+                     for c in h["single_thread_cost"])
     plot = f"\n\n![speed-up vs workers]({plot_name(s, h)})" if plot_name(s, h) else ""
     return (f"## Headline: {h['workload']} training, model `{h['model']}`\n\n{h['unit'].capitalize()}s per "
-            f"second, and in brackets the speed-up against serial on {s['default_configuration']}.\n\n"
+            f"second, and in brackets the speed-up against serial on {s['default_configuration']} "
+            f"with its 95 % interval.{widest_note(h)}\n\n"
             + table(["cell"] + columns, rows)
             + (f"\n\nSingle-thread cost (serial, time per {h['unit']} vs {s['default_configuration']}): {cost}."
                if cost else "") + plot)
@@ -83,8 +115,66 @@ def headline_section(s: dict[str, Any]) -> str:
 def headline_cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "—"
-    label = "baseline" if entry["is_default_baseline"] else speedup_label(entry["vs_serial_default"])
-    return f"{rate(entry['rate_per_s'])} ({label})"
+    comparison = entry["vs_serial_default"]
+    label = "baseline" if entry["is_default_baseline"] else with_interval(comparison)
+    return f"{rate(entry['rate_per_s'])} ({label})" + (" *noisy*" if entry.get("noisy") else "")
+
+
+def widest_note(h: dict[str, Any]) -> str:
+    w = h.get("widest_interval")
+    if not w:
+        return ""
+    width = "unbounded" if w["half_width"] is None else f"±{w['half_width'] * 100:.1f} %"
+    return f" The widest interval: {width} ({w['cell']})."
+
+
+def noise_warning(s: dict[str, Any]) -> str:
+    """Above the headline, when any cell was measured under noise."""
+    n = s.get("noise")
+    if not n or not n["noisy"]:
+        return ""
+    configs = sorted({c["configuration"] for c in n["noisy_cells"]}, key=s["configurations"].index)
+    return (f"> **Warning: noisy machine.** {len(n['noisy_cells'])} benchmarks (on "
+            f"{', '.join(configs)}) were measured while more than {n['threshold'] * 100:.0f} % of "
+            "the machine's CPU time went to other work; their numbers (marked *noisy*) may "
+            "say more "
+            f"about that work than about the interpreter. To do: {n['advice']}.")
+
+
+def noise_section(s: dict[str, Any]) -> str:
+    n = s.get("noise")
+    if not n:
+        return ""
+    if not n["measured"]:
+        return ("## Measurement noise\n\nNot measured: these raw files are from a bench that did "
+                "not record it.")
+    rows = [[c["configuration"], optional(pct(c["noise_mean"]), ".1f") + " %",
+             optional(pct(c["noise_max"]), ".0f") + " %", optional(c["other_cpu_s"], ".1f"),
+             optional(c["steal_s"], ".1f"), optional(c["window_s"], ".1f"),
+             f"{optional(c['load_before'], '.2f')} → {optional(c['load_after'], '.2f')}",
+             optional(c["cpu_mhz"], ".0f"), str(c["cpus"] or "—"),
+             f"{len(c['noisy_cells'])} of {c['cells']}", str(c["rounds"] or "—")]
+            for c in n["configurations"]]
+    return ("## Measurement noise\n\nWhile each pyperf process took its values, the bench read "
+            "/proc/stat and its own process tree: *other CPU* is the machine's busy CPU time "
+            "minus the benchmark's own, *steal* the time the hypervisor gave to other guests. "
+            "Noise = (other + steal) ÷ (measuring time × CPUs), per process; a benchmark "
+            "whose mean "
+            f"noise is above {n['threshold'] * 100:.0f} % is marked *noisy*. Load average: the "
+            "1-minute figure at a process's first value → at its end, averaged.\n\n"
+            + table(["config", "noise (mean)", "worst process", "other CPU (s)", "steal (s)",
+                     "measuring (s)", "load average", "MHz", "CPUs", "noisy benchmarks", "rounds"],
+                    rows))
+
+
+def pct(value: float | None) -> float | None:
+    return None if value is None else value * 100
+
+
+def against_section(s: dict[str, Any]) -> str:
+    from harness.report.against import changes_text
+    a = s.get("against")
+    return "## Against an earlier report\n\n" + changes_text(a) if a else ""
 
 
 def plot_name(s: dict[str, Any], h: dict[str, Any]) -> str | None:
@@ -94,12 +184,18 @@ def plot_name(s: dict[str, Any], h: dict[str, Any]) -> str | None:
 
 def cost_section(s: dict[str, Any]) -> str:
     rows = [[f"`{c['name']}`", c["configuration"], signed_percent(c),
-             optional(c["t_score"], ".2f")] for c in s["single_thread_cost"]]
+             optional(c["t_score"], ".2f"), cost_interval(c)] for c in s["single_thread_cost"]]
     if not rows:
         return ""
     return (f"## Single-thread cost of the free-threaded build\n\nSerial, one worker: extra time per unit "
             f"against {s['default_configuration']} (positive = slower).\n\n"
-            + table(["benchmark", "configuration", "extra time", "t"], rows) + f"\n\n{REFERENCE_NOTE}")
+            + table(["benchmark", "configuration", "extra time", "t", "95 % interval"], rows)
+            + f"\n\n{REFERENCE_NOTE}")
+
+
+def cost_interval(entry: dict[str, Any]) -> str:
+    ci = entry.get("cost_interval_percent")
+    return f"{ci[0]:+.1f} to {ci[1]:+.1f} %" if ci else "—"
 
 
 def workload_section(s: dict[str, Any], workload: str, rows: list[dict[str, Any]]) -> str:
@@ -108,9 +204,11 @@ def workload_section(s: dict[str, Any], workload: str, rows: list[dict[str, Any]
     body = [[r["configuration"], f"`{r['name']}`", spread(r),
              rate(r["rate_per_s"]), baseline_or(r, r["vs_serial"]), speedup_label(r["vs_serial_default"])
              if not (r["is_baseline"] and r["configuration"] == default) else "baseline",
-             optional(r["efficiency"], ".2f"), digest_cell(r)] for r in rows]
+             optional(r["efficiency"], ".2f"), digest_cell(r), interval(r["vs_serial"]),
+             noise_mark(r.get("noise"))] for r in rows]
     headers = ["config", "benchmark", f"µs per {unit} (mean ± std)", f"{unit}s/s", "vs serial, same config",
-               f"vs serial, {default}", "efficiency", "digest vs serial"]
+               f"vs serial, {default}", "efficiency", "digest vs serial",
+               "95 % interval, same config", "noise"]
     plots = "".join(f"\n\n![{name}]({name})" for name in s.get("plots", [])
                     if name.split("-", 1)[1].startswith(workload))
     return f"### {workload}\n\n" + table(headers, body) + plots
@@ -145,7 +243,12 @@ def workloads_section(s: dict[str, Any]) -> str:
               "run; `= serial` where it is bitwise the serial one; *not bitwise by design* where the "
               "strategy sums in another order than serial (blas, an `allreduce` variant), so a difference "
               "there is expected, not a fault. ⚠: standard deviation above 10 % of "
-              "the mean, where pyperf itself warns that the result may be unstable.")
+              "the mean, where pyperf itself warns that the result may be unstable. "
+              "95 % interval: of the speed-up against serial on the same configuration. Noise: the "
+              "share of the machine's CPU time that went to other work while the benchmark's "
+              "values "
+              "were taken (mean over its processes; **noisy** above the threshold, see "
+              "Measurement noise).")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)
 
 
@@ -261,8 +364,9 @@ def workload_sections(s: dict[str, Any]) -> str:
 
 
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
-    intro, headline_section, cost_section, workloads_section, scaling_section, workload_sections,
-    missing_section, environment_section, reproduce_section)
+    intro, against_section, noise_warning, headline_section, cost_section, noise_section,
+    workloads_section, scaling_section, workload_sections, missing_section,
+    environment_section, reproduce_section)
 
 
 def render_markdown(summary: dict[str, Any]) -> str:

@@ -52,7 +52,8 @@ def speedup_plot(plt: Any, summary: dict[str, Any], rows: list[dict[str, Any]], 
         speedup_panel(ax, summary, [r for r in rows if r["series"] == name], name)
     axes[0][0].set_ylabel("speed-up vs serial (same config)")
     axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{slug}: speed-up vs workers (hollow: not significant)", fontsize=10)
+    fig.suptitle(f"{slug}: speed-up vs workers, 95 % intervals (hollow: not significant)",
+                 fontsize=10)
     return [save(fig, plt, folder / f"speedup-{slug}.png")]
 
 
@@ -70,12 +71,21 @@ def speedup_panel(ax: Any, summary: dict[str, Any], rows: list[dict[str, Any]], 
         c = color(config, configs)
         ax.plot([n for n, _ in points], [p["speedup"] for _, p in points], color=c, lw=1.5, label=config)
         for n, p in points:
+            interval_bar(ax, n, p, c)
             ax.plot(n, p["speedup"], "o", color=c, mfc=c if p["significant"] else "white", ms=6)
         fitted_curve(ax, summary, mine, name, c)
     ax.set_title(name, fontsize=9)
     ax.set_xlabel("workers" if all(r["threads"] == r["workers"] for r in rows) else "threads in all")
     ax.set_xticks(sorted({r["threads"] for r in rows} | {1}))
     ax.grid(alpha=0.3)
+
+
+def interval_bar(ax: Any, n: int, comparison: dict[str, Any], c: str) -> None:
+    """The speed-up's 95 % interval as a vertical bar (none where it is unbounded or absent)."""
+    ci = comparison.get("ci95")
+    if ci:
+        ax.plot([n, n], ci, color=c, lw=1, alpha=0.7)
+        ax.plot([n, n], ci, "_", color=c, ms=6, alpha=0.7)
 
 
 def fitted_curve(ax: Any, summary: dict[str, Any], rows: list[dict[str, Any]], name: str, c: str) -> None:

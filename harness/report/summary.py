@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import HarnessError, confignames
+from harness.report.against import changes, changes_text, load_old_summary
 from harness.report import rawdata
 from harness.bench.matrix import Cell, cli_text, get_preset
+from harness.report.intervals import ratio_interval, widest, with_interval
+from harness.report.noisy import cell_noise, noise_summary
 from harness.report.rawdata import Measurement, RawFile, compare
 from harness.report.scaling import fit
 
@@ -70,8 +73,10 @@ def summarise(files: list[RawFile]) -> dict[str, Any]:
         "provenance": provenance(files), "settings": settings(files), "environment": environment(files),
         "workloads": workload_tables(index), "single_thread_cost": single_thread_cost(index),
         "scaling": scaling_fits(index), **workload_sections(index),
-        "missing": missing_cells(index)}
+        "missing": missing_cells(index), "noise": noise_summary(index.configs, index.all)}
     summary["headline"] = headline(summary, index)
+    if summary["headline"] is not None:
+        summary["headline"]["widest_interval"] = widest(summary)
     summary["reproduce"] = reproduce(files)
     return summary
 
@@ -162,7 +167,9 @@ def workload_tables(index: Index) -> dict[str, list[dict[str, Any]]]:
 def vs_serial(index: Index, m: Measurement, config: str | None = None) -> dict[str, Any] | None:
     """m against its serial baseline on `config` (default: its own); None for the baseline itself."""
     base = index.serial(config or m.config, m.cell)
-    return compare(base, m) if base is not None and base is not m else None
+    if base is None or base is m:
+        return None
+    return with_interval(compare(base, m), base.values, m.values)
 
 
 def row(index: Index, m: Measurement) -> dict[str, Any]:
@@ -175,7 +182,7 @@ def row(index: Index, m: Measurement) -> dict[str, Any]:
             "model": m.cell.model, "unit": m.meta.get("ft_unit"), "mean_s": m.mean, "stdev_s": m.stdev,
             "workload_variant": m.cell.baseline.variant, "threads": computing,
             "values": len(m.values), "rate_per_s": m.rate, "is_baseline": same is m,
-            "vs_serial": vs_same, "vs_serial_default": vs_default,
+            "vs_serial": vs_same, "vs_serial_default": vs_default, "noise": cell_noise(m),
             "efficiency": speedup / computing if speedup is not None else None,
             **digest_facts(m, same)}
 
@@ -215,8 +222,15 @@ def single_thread_cost(index: Index) -> list[dict[str, Any]]:
                 significant, t_score = rawdata.significance(other.values, m.values)
                 found.append({"name": m.cell.name, "configuration": other.config, "baseline": index.default,
                               "cost_percent": (other.mean / m.mean - 1) * 100,
-                              "significant": significant, "t_score": t_score})
+                              "significant": significant, "t_score": t_score,
+                              "cost_interval_percent": cost_interval(other, m)})
     return found
+
+
+def cost_interval(other: Measurement, base: Measurement) -> list[float] | None:
+    """The 95 % interval of the extra time in percent: (time ratio - 1) x 100."""
+    found = ratio_interval(other.values, base.values)
+    return [(x - 1) * 100 for x in found] if found is not None else None
 
 
 # ---- scaling ---------------------------------------------------------------------------------------
@@ -288,6 +302,7 @@ def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     for r in (r for r in rows if r["model"] == model):
         cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
         cell[r["configuration"]] = {"rate_per_s": r["rate_per_s"], "vs_serial_default": r["vs_serial_default"],
+                                    "noisy": bool((r.get("noise") or {}).get("noisy")),
                                     "is_default_baseline": r["is_baseline"] and r["configuration"] == index.default}
     cost = [c for c in summary["single_thread_cost"] if c["name"] == f"data-parallel/serial/w1/{model}"]
     return {"workload": "data-parallel", "model": model, "unit": rows[0]["unit"],
@@ -305,12 +320,17 @@ def reproduce(files: list[RawFile]) -> dict[str, Any]:
 
 # ---- writing ---------------------------------------------------------------------------------------
 
-def report_command(paths: list[str], out: str) -> str:
+def report_command(paths: list[str], out: str, against: str | None = None) -> str:
     from harness.report.plots import render_plots
     from harness.report.markdown import render_markdown
     target = Path(out)
     check_output_folder(target)  # before any work: a refusal costs nothing
+    old = load_old_summary(against) if against else None
     summary = summarise(rawdata.load(paths))
+    if old is not None:
+        same = Path(against).resolve() == target.resolve()  # read before it is replaced
+        label = f"{against} (the report this one replaced)" if same else against
+        summary["against"] = {"folder": label, **changes(old, summary)}
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
@@ -318,7 +338,9 @@ def report_command(paths: list[str], out: str) -> str:
     (temp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     (temp / "REPORT.md").write_text(render_markdown(summary))
     swap_in(temp, target)
-    return f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+    plots = len(summary["plots"])
+    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {plots} plots"
+    return done + (f"\n{changes_text(summary['against'])}" if old is not None else "")
 
 
 REPORT_FILES = ("REPORT.md", "summary.json")  # with the *.png plots: all that a report writes

@@ -1,0 +1,112 @@
+"""`report ... --against OLD_REPORT_DIR`: did the conclusions change since an earlier report?
+
+Reads OLD's summary.json (nothing else of it) and lists each headline cell (strategy/workers on
+a configuration, speed-up against serial on the default build) whose verdict changed, and each
+whose place in its configuration's ranking by throughput changed. Verdicts are words, not
+numbers: faster / slower (significant by the report's t-test), not significant, not tested.
+Rankings count only the cells both reports measured on that configuration, so a cell added or
+dropped does not move the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness import HarnessError
+
+
+def load_old_summary(folder: str) -> dict[str, Any]:
+    """OLD's summary.json, checked enough to be compared; a one-line error otherwise."""
+    if not Path(folder).is_dir():
+        what = "not a folder" if Path(folder).exists() else "no such folder"
+        raise HarnessError(
+            f"--against {folder}: {what}; give the folder of an earlier "
+            "report (what `python -m harness report -o` wrote)"
+        )
+    path = Path(folder) / "summary.json"
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(
+            f"--against {folder}: no summary.json there; give the folder of an "
+            "earlier report (what `python -m harness report -o` wrote)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"--against {folder}: summary.json is not readable JSON ({type(exc).__name__})"
+        ) from None
+    if not isinstance(old, dict) or not isinstance(old.get("headline", {}) or {}, dict):
+        raise HarnessError(f"--against {folder}: summary.json is not a report's summary")
+    return old
+
+
+def verdict(entry: dict[str, Any]) -> str:
+    """One headline entry in words."""
+    if entry.get("is_default_baseline"):
+        return "baseline"
+    comparison = entry.get("vs_serial_default")
+    if comparison is None:
+        return "no baseline"
+    if comparison.get("significant") is None:
+        return "not tested"
+    if not comparison["significant"]:
+        return "not significant"
+    return "faster" if comparison["speedup"] > 1 else "slower"
+
+
+def headline_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return (summary.get("headline") or {}).get("rows", {})
+
+
+def ranks(rows: dict[str, dict[str, Any]], config: str, cells: set[str]) -> dict[str, int]:
+    """1 = the highest throughput among `cells` on `config` (ties: by name, for a fixed order)."""
+    order = sorted(cells, key=lambda c: (-rows[c][config]["rate_per_s"], c))
+    return {cell: place for place, cell in enumerate(order, 1)}
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Verdict and ranking changes of the headline cells measured in both reports."""
+    before, after = headline_rows(old), headline_rows(new)
+    configs = sorted({c for cells in after.values() for c in cells}, key=str)
+    verdicts, rankings, compared = [], [], 0
+    for config in configs:
+        both = {c for c in after if config in after[c] and config in before.get(c, {})}
+        compared += len(both)
+        was, now = ranks(before, config, both), ranks(after, config, both)
+        for cell in sorted(both):
+            old_v, new_v = verdict(before[cell][config]), verdict(after[cell][config])
+            if old_v != new_v:
+                verdicts.append({"cell": cell, "configuration": config, "old": old_v, "new": new_v})
+            if was[cell] != now[cell]:
+                rankings.append(
+                    {"cell": cell, "configuration": config, "old": was[cell], "new": now[cell]}
+                )
+    return {
+        "compared": compared,
+        "verdicts": verdicts,
+        "rankings": rankings,
+        "old_model": (old.get("headline") or {}).get("model"),
+        "new_model": (new.get("headline") or {}).get("model"),
+    }
+
+
+def changes_text(against: dict[str, Any]) -> str:
+    """The CLI's (and REPORT.md's) list of what changed."""
+    head = f"against {against['folder']}: {against['compared']} headline cells in both reports"
+    if against["old_model"] != against["new_model"]:
+        head += f" (headline model {against['old_model']} then, {against['new_model']} now)"
+    if against["compared"] == 0:
+        return head + "; nothing to compare"
+    lines = [
+        f"- verdict of {v['cell']} on {v['configuration']}: {v['old']} -> {v['new']}"
+        for v in against["verdicts"]
+    ]
+    lines += [
+        f"- rank of {r['cell']} on {r['configuration']}: {r['old']} -> {r['new']}"
+        for r in against["rankings"]
+    ]
+    if not lines:
+        return head + "; no verdict or ranking changed"
+    return head + f"; {len(lines)} changed:\n" + "\n".join(lines)
