@@ -7,7 +7,7 @@ from typing import Any
 from harness.config import RunConfig
 from harness.envinfo import interpreter_info, require_blas
 from harness.workloads import get_workload
-from strategies import create
+from strategies import for_config
 from strategies.base import blas_summary
 
 
@@ -15,9 +15,9 @@ def execute(config: RunConfig) -> dict[str, Any]:
     """Validate, run, and return the result; the strategy is always closed, even on error."""
     require_blas()
     workload = get_workload(config.workload)
-    with create(config.strategy, config.workers, **config.strategy_options()) as strategy:
+    with for_config(config) as strategy:
         blas = blas_summary()  # read inside: the strategy has set the BLAS thread count
-        measured = workload(config, strategy)
+        measured = strategy.run_workload(workload, config)  # SPMD: on every worker
         info = strategy.info()
     return {
         "workload": config.workload, "strategy": config.strategy, "workers": config.workers,

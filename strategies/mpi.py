@@ -80,6 +80,7 @@ class Mpi(Strategy):
     description = "MPI ranks via mpiexec (mpi4py); rows summed in order along the ranks, or --reduce allreduce"
     uses_processes = True
     shares_memory = False
+    spmd = True  # mpiexec starts every rank; each runs the workload (harness.mpi.launch)
 
     def __init__(self, workers: int = 1, *, threads_per_rank: int = 1, reduce: str = "ordered",
                  **kwargs: Any) -> None:

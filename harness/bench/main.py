@@ -36,7 +36,7 @@ from harness.envinfo import gil_enabled
 from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset, Selection, cli_text,
                             get_preset, plan, spec_for, variant_name)
 from harness.workloads import get_workload
-from strategies import Strategy, create
+from strategies import Strategy, for_config
 from strategies.base import blas_summary
 
 PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
@@ -117,11 +117,11 @@ class CellBench:
             measure.record_probe(self._run(probe))
 
     def _start(self) -> None:
-        self.strategy = create(self.cell.strategy, self.cell.workers, **self.config.strategy_options())
+        self.strategy = for_config(self.config)
 
     def _run(self, config: RunConfig) -> dict[str, Any]:
         assert self.strategy is not None
-        return self.workload(config, self.strategy)
+        return self.strategy.run_workload(self.workload, config)
 
     def _context(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """Where the run happened: BLAS, the strategy's info, whether the GIL was on."""
