@@ -102,6 +102,11 @@ class Spmd(Strategy):
     def rank(self) -> int:
         return self._comm.rank
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The processes of ranks 1..W-1 (seen from rank 0; empty elsewhere)."""
+        return [peer.process.pid for peer in self._peers]
+
     # ---- running a workload on every rank -------------------------------------------------
 
     def run_workload(self, workload: Callable[[Any, Strategy], R], config: Any) -> R:
@@ -252,10 +257,14 @@ class Peer:
         try:
             return self.conn.recv()
         except (EOFError, OSError):
-            self.process.join(STOP_S)  # it died: say how (the watchdog may not have yet)
-            comm.abort(self.rank, f"spmd worker {self.rank} of {comm.size} (pid "
-                                  f"{self.process.pid}) {death_text(self.process.exitcode)}")
+            self.report_death(comm)  # the watchdog may not have yet
             comm.check()
+
+    def report_death(self, comm: Comm) -> None:
+        """Abort the job, naming this rank and how its process ended."""
+        self.process.join(STOP_S)  # its sentinel can be ready a moment before its exit status
+        comm.abort(self.rank, f"spmd worker {self.rank} of {comm.size} (pid {self.process.pid}) "
+                              f"{death_text(self.process.exitcode)}")
 
     def wait_ready(self, comm: Comm) -> None:
         self._receive(comm)
@@ -280,9 +289,7 @@ class Watchdog:
             for sentinel in wait(list(pending), timeout=POLL_S):
                 peer = pending.pop(sentinel)  # type: ignore[call-overload]
                 if not self._stopping.is_set():
-                    self._comm.abort(peer.rank, f"spmd worker {peer.rank} of {self._comm.size} "
-                                                f"(pid {peer.process.pid}) "
-                                                f"{death_text(peer.process.exitcode)}")
+                    peer.report_death(self._comm)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -180,8 +180,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
                     "the three update policies and the Python-augmented loader; minutes",
         # mpi once: each of its runs is a whole mpiexec job (about 1.5 s here), 12 per cell
-        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2),
-                                                                     ("blas", 2), ("mpi", 2)], models=["tiny"]),
+        cells=(*grid("data-parallel", _runs(["threads"], [1, 2, 4]) + [("processes", 2), ("spmd", 2),
+                                                                     ("asyncio", 2), ("blas", 2), ("mpi", 2)],
+                     models=["tiny"]),
                *grid("data-parallel", _runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
                *grid("async-sgd", _runs(["threads"], [2]), ["lock", "striped", "hogwild"], ["tiny"]),
                *grid("loader", _runs(["threads", "processes"], [2]), ["python"])),
@@ -195,7 +196,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
                     "augmentation, mpi's Allreduce and 2-thread hybrid, pyperf's default 20 processes; "
                     "for real studies (hours on 2 cores)",
-        cells=(*grid("data-parallel", _runs(["threads", "processes", "asyncio", "blas", "mpi"], [1, 2, 4]),
+        cells=(*grid("data-parallel", _runs(["threads", "processes", "spmd", "asyncio", "blas", "mpi"],
+                                            [1, 2, 4]),
                      models=["tiny", "large"]),
                # mpi's own knobs: Allreduce where there is something to reduce between ranks, and
                # N ranks x 2 threads, to set against 2N processes or threads
@@ -203,7 +205,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                *grid("data-parallel", [("mpi", 1), ("mpi", 2)], ["t2"], ["tiny", "large"]),
                *grid("data-parallel", _runs(["threads", "processes"], [1, 2, 4]),
                      ["disk-python", "disk-numpy"], ["784-64-10"]),
-               *grid("async-sgd", _runs(["threads", "processes", "mpi"], [1, 2, 4]),
+               *grid("async-sgd", _runs(["threads", "processes", "spmd", "mpi"], [1, 2, 4]),
                      ["lock", "striped", "hogwild"], ["tiny", "large"]),
                *grid("loader", _runs(["threads", "processes"], [1, 2, 4]), ["python", "numpy"])),
         settings={"data-parallel": {"steps": 200}, "data-parallel/disk-python": {"steps": 16, "batch": 256},
