@@ -23,7 +23,7 @@ from harness.report.rawdata import Measurement, RawFile, compare
 from harness.report.scaling import fit
 
 FORMAT = "ft-harness-report/1"
-STRATEGY_ORDER = ("serial", "threads", "processes", "mpi", "asyncio", "blas")  # others after, by name
+STRATEGY_ORDER = ("serial", "threads", "processes", "spmd", "mpi", "asyncio", "blas")  # others after, by name
 
 
 class Index:
