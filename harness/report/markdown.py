@@ -145,10 +145,10 @@ def workloads_section(s: dict[str, Any]) -> str:
               "strategy sums in another order than serial (blas, mpi's `allreduce`), so a difference "
               "there is expected, not a fault. ⚠: standard deviation above 10 % of "
               "the mean, where pyperf itself warns that the result may be unstable. "
-              "Two process shapes: `processes` is a pool the caller hands each step's tasks to "
-              "(pool, DataLoader-like); `spmd` starts its processes once and every one runs the "
-              "training loop on its share, with the row sum and barriers in shared memory "
-              "(spmd: every worker runs the loop, DDP-like), as `mpi`'s ranks do.")
+              "Two process shapes: **processes (pool, DataLoader-like)**: the caller runs the "
+              "loop and hands each step's tasks to a pool; **spmd (every worker runs the loop, "
+              "DDP-like)**: processes started once, each running the loop on its share, with the "
+              "row sum and barriers in shared memory, as `mpi`'s ranks do.")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)
 
 
