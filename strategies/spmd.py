@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness import HarnessError
-from strategies.base import R, T, Strategy, concatenated, register, sum_in_order
+from strategies.base import R, Strategy, T, concatenated, register, sum_in_order
 from strategies.mpi import rank_bounds
 from strategies.spmd_comm import POLL_S, Aborted, Comm, Handles, death_text, new_handles
 
@@ -167,11 +167,13 @@ class Spmd(Strategy):
             raise HarnessError("sum_rows follows a map: only then is it known who wrote which row")
         rows = array.reshape(len(array), -1)
         if self._bounds[-1] != len(rows):
-            raise HarnessError(f"sum_rows got {len(rows)} rows after a map of {self._bounds[-1]} tasks")
+            raise HarnessError(f"sum_rows got {len(rows)} rows after a map of "
+                               f"{self._bounds[-1]} tasks")
         if self.workers == 1:
             return sum_in_order(array)
         buffers = self._rows_buffers(rows.shape, rows.dtype)
-        parity, mine = self._comm.generation % 2, slice(self._bounds[self.rank], self._bounds[self.rank + 1])
+        parity = self._comm.generation % 2
+        mine = slice(self._bounds[self.rank], self._bounds[self.rank + 1])
         buffers[parity, mine] = rows[mine]
         self._comm.barrier()  # every rank's rows are in; the other parity is free to write next
         return sum_in_order(buffers[parity]).reshape(array.shape[1:])
@@ -239,6 +241,7 @@ class Peer:
 
     def __init__(self, context: Any, handles: Handles, rank: int, start_method: str) -> None:
         self.rank = rank
+        self._reporting = threading.Lock()
         self.conn, theirs = context.Pipe()
         self.process = context.Process(target=serve, args=(handles, rank, theirs, start_method),
                                        name=f"ft-harness-spmd-{rank}", daemon=True)
@@ -261,8 +264,10 @@ class Peer:
             comm.check()
 
     def report_death(self, comm: Comm) -> None:
-        """Abort the job, naming this rank and how its process ended."""
-        self.process.join(STOP_S)  # its sentinel can be ready a moment before its exit status
+        """Abort the job, naming this rank and how its process ended (the watchdog and rank 0's
+        main thread may both ask: one at a time, as both would read the exit status)."""
+        with self._reporting:
+            self.process.join(STOP_S)  # the sentinel can be ready a moment before the status
         comm.abort(self.rank, f"spmd worker {self.rank} of {comm.size} (pid {self.process.pid}) "
                               f"{death_text(self.process.exitcode)}")
 
