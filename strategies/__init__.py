@@ -11,15 +11,16 @@ __all__ = ["REGISTRY", "Strategy", "get_strategy", "register", "create", "for_co
 
 def create(name: str, workers: int, **options: object) -> Strategy:
     """A ready strategy by name; HarnessError (with the reason) if it cannot run here."""
-    return available(name)(workers, **options)  # type: ignore[arg-type]
+    return _runnable(name)(workers, **options)  # type: ignore[arg-type]
 
 
 def for_config(config: Any) -> Strategy:
     """The ready strategy a run configuration names, built by its class's `from_config`."""
-    return available(config.strategy).from_config(config)
+    return _runnable(config.strategy).from_config(config)
 
 
-def available(name: str) -> type[Strategy]:
+def _runnable(name: str) -> type[Strategy]:
+    """The class of a strategy that can run here (HarnessError with the reason if not)."""
     cls = get_strategy(name)
     ok, reason = cls.available()
     if not ok:
