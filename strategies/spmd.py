@@ -68,7 +68,7 @@ class Spmd(Strategy):
                            for rank in range(1, workers)]
             self._watchdog = Watchdog(self._comm, self._peers)
             for peer in self._peers:
-                peer.wait_ready(self._comm)
+                peer.reply(self._comm)
         except BaseException:
             self.close()
             raise
@@ -118,7 +118,7 @@ class Spmd(Strategy):
         try:
             result = workload(config, self)
             for peer in self._peers:
-                peer.wait_done(self._comm)
+                peer.reply(self._comm)
             return result
         except Aborted:
             raise
@@ -254,7 +254,9 @@ class Peer:
         except OSError:
             pass  # it died: the watchdog has aborted the job, or will; the next wait says so
 
-    def _receive(self, comm: Comm) -> Any:
+    def reply(self, comm: Comm) -> Any:
+        """Its next message ("ready" once started, "done" after each workload); Aborted if the
+        job is aborted meanwhile."""
         while not self.conn.poll(POLL_S):
             comm.check()
         try:
@@ -270,12 +272,6 @@ class Peer:
             self.process.join(STOP_S)  # the sentinel can be ready a moment before the status
         comm.abort(self.rank, f"spmd worker {self.rank} of {comm.size} (pid {self.process.pid}) "
                               f"{death_text(self.process.exitcode)}")
-
-    def wait_ready(self, comm: Comm) -> None:
-        self._receive(comm)
-
-    def wait_done(self, comm: Comm) -> None:
-        self._receive(comm)
 
 
 class Watchdog:
