@@ -19,7 +19,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     workload = get_workload(config.workload)
     with open_strategy(config) as strategy:
         blas = blas_summary()  # read inside: the strategy has set the BLAS thread count
-        measured = workload(config, strategy)
+        measured = strategy.run_workload(workload, config)  # SPMD: on every worker
         info = strategy.info()
     return {
         "workload": config.workload, "strategy": config.strategy, "workers": config.workers,

@@ -101,26 +101,46 @@ def locked_increments(task: tuple[np.ndarray, Any, int]) -> int:
 # ---- strategy checks -----------------------------------------------------------------------------
 
 
+class _Body:
+    """A check's body as a workload, so that it runs where the strategy's `map` works: in the
+    caller, or (an SPMD strategy, whose workers each run the workload) on every worker. A
+    module-level class, so an SPMD strategy can send it to its workers."""
+
+    def __init__(self, body: Callable[..., Any], *args: Any) -> None:
+        self.body, self.args = body, args
+
+    def __call__(self, config: Any, strategy: Any) -> Any:
+        return self.body(strategy, *self.args)
+
+
+def _inside(strategy: Any, body: Callable[..., Any], *args: Any) -> Any:
+    return strategy.run_workload(_Body(body, *args), None)
+
+
 def check_map_order(cls: type, workers: int = 2, **options: Any) -> None:
     with cls(workers, **options) as strategy:
-        for count in (ORDER_TASKS, 1, 0, max(1, workers - 1)):
-            tasks = [(i, count) for i in range(count)]
-            got = strategy.map(slow_first, tasks)
-            want = [i * i + 1 for i in range(count)]
-            assert got == want, (
-                f"{_name(cls)}.map over {count} task(s) returned {got}, "
-                f"expected {want} (results must come back in task order)"
-            )
-        assert strategy.submit(slow_first, (3, 4)).result() == 10, (
-            f"{_name(cls)}.submit(fn, task).result() is not fn(task)"
+        _inside(strategy, _map_order, cls, workers)
+
+
+def _map_order(strategy: Any, cls: type, workers: int) -> None:
+    for count in (ORDER_TASKS, 1, 0, max(1, workers - 1)):
+        tasks = [(i, count) for i in range(count)]
+        got = strategy.map(slow_first, tasks)
+        want = [i * i + 1 for i in range(count)]
+        assert got == want, (
+            f"{_name(cls)}.map over {count} task(s) returned {got}, "
+            f"expected {want} (results must come back in task order)"
         )
+    assert strategy.submit(slow_first, (3, 4)).result() == 10, (
+        f"{_name(cls)}.submit(fn, task).result() is not fn(task)"
+    )
 
 
 def check_exception_propagates(cls: type, workers: int = 2, **options: Any) -> None:
     with cls(workers, **options) as strategy:
         tasks = [(i, FAILING_TASK) for i in range(ORDER_TASKS)]
         try:
-            strategy.map(fail_at, tasks)
+            _inside(strategy, _map_all, tasks)
         except ContractTaskError:
             pass
         except Exception as exc:  # noqa: BLE001  (the wrong type is the finding)
@@ -135,9 +155,13 @@ def check_exception_propagates(cls: type, workers: int = 2, **options: Any) -> N
             )
 
 
+def _map_all(strategy: Any, tasks: list[Any]) -> list[Any]:
+    return strategy.map(fail_at, tasks)
+
+
 def check_close(cls: type, workers: int = 2, **options: Any) -> None:
     strategy = cls(workers, **options)
-    strategy.map(slow_first, [(0, 1)])
+    _inside(strategy, _one_task)
     strategy.close()
     strategy.close()  # a second close is a no-op, not an error
     assert strategy.closed, f"{_name(cls)}.closed is false after close()"
@@ -159,39 +183,51 @@ def check_close(cls: type, workers: int = 2, **options: Any) -> None:
         )
 
 
+def _one_task(strategy: Any) -> None:
+    strategy.map(slow_first, [(0, 1)])
+
+
 def check_shared_array(cls: type, workers: int = 2, **options: Any) -> None:
     with cls(workers, **options) as strategy:
-        rows = strategy.shared_array((ORDER_TASKS, 3))
-        assert rows.shape == (ORDER_TASKS, 3) and not rows.any(), (
-            f"{_name(cls)}.shared_array((7, 3)) is not a zeroed array of that shape"
+        _inside(strategy, _shared_array, cls)
+
+
+def _shared_array(strategy: Any, cls: type) -> None:
+    rows = strategy.shared_array((ORDER_TASKS, 3))
+    assert rows.shape == (ORDER_TASKS, 3) and not rows.any(), (
+        f"{_name(cls)}.shared_array((7, 3)) is not a zeroed array of that shape"
+    )
+    strategy.map(write_row, [(rows, i) for i in range(ORDER_TASKS)])
+    if cls.shares_memory:
+        seen = rows[:, 0].tolist()
+        want = [i + 1.0 for i in range(ORDER_TASKS)]
+        assert seen == want, (
+            f"{_name(cls)}: rows written by workers read {seen} in the "
+            f"caller, expected {want} (shared_array must be shared)"
         )
-        strategy.map(write_row, [(rows, i) for i in range(ORDER_TASKS)])
-        if cls.shares_memory:
-            seen = rows[:, 0].tolist()
-            want = [i + 1.0 for i in range(ORDER_TASKS)]
-            assert seen == want, (
-                f"{_name(cls)}: rows written by workers read {seen} in the "
-                f"caller, expected {want} (shared_array must be shared)"
-            )
-        total = strategy.sum_rows(rows)
-        want_total = float(sum(i + 1 for i in range(ORDER_TASKS)))
-        assert total.tolist() == [want_total] * 3, (
-            f"{_name(cls)}.sum_rows gave {total.tolist()}, expected {[want_total] * 3}"
-        )
+    total = strategy.sum_rows(rows)
+    want_total = float(sum(i + 1 for i in range(ORDER_TASKS)))
+    assert total.tolist() == [want_total] * 3, (
+        f"{_name(cls)}.sum_rows gave {total.tolist()}, expected {[want_total] * 3}"
+    )
 
 
 def check_lock_excludes(cls: type, workers: int = 2, **options: Any) -> None:
     with cls(workers, **options) as strategy:
-        counter = strategy.shared_array(1, np.int64)
-        lock = strategy.lock()
-        pids = strategy.map(locked_increments, [(counter, lock, LOCK_ROUNDS)] * LOCK_TASKS)
-        # Ranks without shared memory (mpi) each count only the tasks that ran in their process.
-        mine = LOCK_TASKS if cls.shares_memory else sum(pid == os.getpid() for pid in pids)
-        want = mine * LOCK_ROUNDS
-        assert int(counter[0]) == want, (
-            f"{_name(cls)}.lock() does not exclude: {want} increments under the lock left the "
-            f"counter at {int(counter[0])}"
-        )
+        _inside(strategy, _lock_excludes, cls)
+
+
+def _lock_excludes(strategy: Any, cls: type) -> None:
+    counter = strategy.shared_array(1, np.int64)
+    lock = strategy.lock()
+    pids = strategy.map(locked_increments, [(counter, lock, LOCK_ROUNDS)] * LOCK_TASKS)
+    # Ranks without shared memory (mpi) each count only the tasks that ran in their process.
+    mine = LOCK_TASKS if cls.shares_memory else sum(pid == os.getpid() for pid in pids)
+    want = mine * LOCK_ROUNDS
+    assert int(counter[0]) == want, (
+        f"{_name(cls)}.lock() does not exclude: {want} increments under the lock left the "
+        f"counter at {int(counter[0])}"
+    )
 
 
 def check_bitwise_with_serial(
@@ -215,9 +251,9 @@ def check_bitwise_with_serial(
     )
     train = get_workload("data-parallel")
     with Serial(1) as serial:
-        reference = train(config, serial)
+        reference = serial.run_workload(train, config)
     with cls(workers, **options) as strategy:
-        result = train(config, strategy)
+        result = strategy.run_workload(train, config)
     if cls.bitwise_deterministic:
         assert result["params_sha256"] == reference["params_sha256"], (
             f"{_name(cls)} claims bitwise_deterministic but its data-parallel parameters differ "

@@ -75,6 +75,10 @@ class Strategy(ABC):
     bench_cells: ClassVar[dict[str, dict[str, dict[str, tuple[int, ...]]]]] = {}
     info_facts: ClassVar[tuple[str, ...]] = ()
     bench_as_job: ClassVar[bool] = False
+    # The execution model. False: the caller runs the workload's loop and hands each map's tasks
+    # to the workers (a pool). True (SPMD: mpi, spmd): every worker runs the whole loop itself,
+    # `map` runs the worker's own share of the tasks and `sum_rows` is a collective.
+    spmd: ClassVar[bool] = False
 
     def __init__(self, workers: int = 1, *, start_method: str = "forkserver") -> None:
         if not isinstance(workers, int) or workers < 1:
@@ -84,6 +88,12 @@ class Strategy(ABC):
         self._closed = False
         # BLAS threads are process-wide: pin them so workers do not oversubscribe the cores.
         self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
+
+    def run_workload(self, workload: Callable[[Any, "Strategy"], R], config: Any) -> R:
+        """Run `workload(config, self)` and return its result. An SPMD strategy runs it on every
+        worker, each with its own rank's strategy, and returns the caller's (rank 0's) result:
+        mpi's ranks were each started by mpiexec and call this, spmd starts its workers itself."""
+        return workload(config, self)
 
     @property
     def blas_threads(self) -> int:

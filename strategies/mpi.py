@@ -104,6 +104,7 @@ class Mpi(Strategy):
     info_facts = ("ranks", "threads_per_rank", "total_threads", "reduce", "mpi_library",
                   "thread_level_provided")
     bench_as_job = True  # a pyperf worker cannot host MPI ranks: each run is a whole job
+    spmd = True  # mpiexec starts every rank; each runs the workload (harness.mpi.launch)
 
     def __init__(self, workers: int = 1, *, threads_per_rank: int = 1, reduce: str = "ordered",
                  hosts: str | None = None, hostfile: str | None = None, **kwargs: Any) -> None:

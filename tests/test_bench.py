@@ -68,7 +68,8 @@ def test_quick_preset_covers_every_workload_and_strategy_and_runs_here(tmp_path:
         [] if mpi_ok else [("data-parallel/mpi/w2/tiny", why_not)])
     assert len(todo.cells) + len(todo.skipped) == len(quick.cells)
     assert {c.workload for c in quick.cells} >= BUILT_IN
-    assert {c.strategy for c in quick.cells} >= {"serial", "threads", "processes", "asyncio", "blas", "mpi"}
+    assert {c.strategy for c in quick.cells} >= {"serial", "threads", "processes", "spmd", "asyncio",
+                                                 "blas", "mpi"}
     threads = {c.workers for c in quick.cells if c.workload == "data-parallel" and c.series == "threads"}
     assert len(threads) >= 3  # a scaling fit needs three worker counts
 

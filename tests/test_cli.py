@@ -39,7 +39,7 @@ def test_run_without_json_prints_a_summary() -> None:
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--strategy", "gpu"], "unknown strategy 'gpu'; known: asyncio, blas, mpi, processes, serial, threads"),
+    (["--strategy", "gpu"], "unknown strategy 'gpu'; known: asyncio, blas, mpi, processes, serial, spmd, threads"),
     (["--workload", "rl"], "unknown workload 'rl'; known:"),
     (["--workers", "0"], "workers=0 must be an integer >= 1"),
     (["--steps", "0"], "steps=0 must be an integer >= 1"),

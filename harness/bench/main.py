@@ -124,7 +124,7 @@ class CellBench:
 
     def _run(self, config: RunConfig) -> dict[str, Any]:
         assert self.strategy is not None
-        return self.workload(config, self.strategy)
+        return self.strategy.run_workload(self.workload, config)
 
     def _context(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """Where the run happened: BLAS, the strategy's info, whether the GIL was on."""

@@ -248,7 +248,11 @@ def workloads_section(s: dict[str, Any]) -> str:
               "share of the machine's CPU time that went to other work while the benchmark's "
               "values "
               "were taken (mean over its processes; **noisy** above the threshold, see "
-              "Measurement noise).")
+              "Measurement noise). "
+              "Two process shapes: **processes (pool, DataLoader-like)**: the caller runs the "
+              "loop and hands each step's tasks to a pool; **spmd (every worker runs the loop, "
+              "DDP-like)**: processes started once, each running the loop on its share, with the "
+              "row sum and barriers in shared memory, as `mpi`'s ranks do.")
     return "## Per workload\n\n" + legend + "\n\n" + "\n\n".join(parts)
 
 

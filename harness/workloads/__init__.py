@@ -58,6 +58,11 @@ class Workload:
     def __call__(self, config: RunConfig, strategy: Strategy) -> dict[str, Any]:
         return self.run(config, strategy)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by name (an SPMD strategy sends the workload to its workers): the receiving
+        process looks it up in its own registry, which holds the same plug-ins."""
+        return workload_plugin, (self.name,)
+
 
 WORKLOADS: dict[str, Workload] = {}
 DESCRIPTIONS: dict[str, str] = {}  # name -> description, kept for readers of the old registry
