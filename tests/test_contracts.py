@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_map_never_returns_or_raises_while_a_task_runs(name: str, fail: int | No
     assert finished == started - {fail}  # the failed task ended by raising
 
 
-# ---- the pipeline: errors first, oldest ready first -----------------------------------------------
+# ---- the pipeline: errors first, oldest ready first ----------------------------------------------
 
 class HeldFirst:
     """Batch 0 waits until released (a timer: the pipeline waits for running tasks before it
@@ -184,7 +185,7 @@ def test_striped_readers_never_see_a_torn_stripe() -> None:
     np.testing.assert_array_equal(store.params, np.full(24, 30.0))  # and no write was lost
 
 
-# ---- the async-sgd probe, end to end --------------------------------------------------------------
+# ---- the async-sgd probe, end to end -------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class RacyStore(ParamStore):

@@ -9,6 +9,7 @@ file: the MLP's forward and backward pass and the SGD + momentum update, in plai
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ def parameters_of(strategy: RecordingSerial, size: int, digest: str) -> np.ndarr
 def unpack(flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Layer by layer: W (n_in x n_out, row-major) then its bias, packed one after another."""
     layers, at = [], 0
-    for n_in, n_out in zip(WIDTHS, WIDTHS[1:]):
+    for n_in, n_out in itertools.pairwise(WIDTHS):
         w = flat[at:at + n_in * n_out].reshape(n_in, n_out)
         at += n_in * n_out
         layers.append((w, flat[at:at + n_out]))
@@ -92,7 +93,8 @@ def accuracy(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(h.argmax(axis=1) == y))
 
 
-def full_batch_sgd(config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
+def full_batch_sgd(config: RunConfig, x: np.ndarray,
+                   y: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """`config.steps` steps of SGD with momentum on the whole (x, y): v = mu v + g, p = p - lr v."""
     params, velocity, losses = MLP(WIDTHS).init(config.seed), np.zeros(MLP(WIDTHS).size), []
     for _ in range(config.steps):
@@ -108,9 +110,9 @@ def full_batch_sgd(config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[np.
 def dp_config(**options: Any) -> RunConfig:
     # train_samples == batch: every step's batch is the whole training set (in a shuffled order,
     # which a sum over rows does not see), so the oracle needs no knowledge of the shuffle.
-    base = dict(workload="data-parallel", model="-".join(map(str, WIDTHS)), batch=24,
-                microbatches=4, train_samples=24, test_samples=40, steps=3, lr=0.3, momentum=0.9,
-                seed=11)
+    base = {"workload": "data-parallel", "model": "-".join(map(str, WIDTHS)), "batch": 24,
+            "microbatches": 4, "train_samples": 24, "test_samples": 40, "steps": 3, "lr": 0.3,
+            "momentum": 0.9, "seed": 11}
     return RunConfig(**{**base, **options})
 
 
@@ -137,11 +139,12 @@ def test_data_parallel_held_out_metrics_are_on_the_held_out_split() -> None:
     with RecordingSerial() as strategy:
         result = run_data_parallel(config, strategy)
         params = parameters_of(strategy, MLP(WIDTHS).size, result["params_sha256"]).copy()
-    assert result["test_loss"] == pytest.approx(mean_loss_and_grad(params, data.x_test, data.y_test)[0],
-                                                rel=RTOL)
+    test_loss = mean_loss_and_grad(params, data.x_test, data.y_test)[0]
+    assert result["test_loss"] == pytest.approx(test_loss, rel=RTOL)
     assert result["accuracy"] == accuracy(params, data.x_test, data.y_test)
     # Sanity of the oracle: on the training rows the numbers are different ones.
-    assert mean_loss_and_grad(params, data.x_train, data.y_train)[0] != pytest.approx(result["test_loss"])
+    train_loss = mean_loss_and_grad(params, data.x_train, data.y_train)[0]
+    assert train_loss != pytest.approx(test_loss)
 
 
 def test_async_sgd_held_out_metrics_are_on_the_held_out_split() -> None:
@@ -152,10 +155,10 @@ def test_async_sgd_held_out_metrics_are_on_the_held_out_split() -> None:
         result = run_async_sgd(config, strategy)
         params = parameters_of(strategy, MLP(WIDTHS).size, result["params_sha256"]).copy()
     initial = MLP(WIDTHS).init(config.seed)
-    assert result["initial_loss"] == pytest.approx(mean_loss_and_grad(initial, data.x_test, data.y_test)[0],
-                                                   rel=RTOL)
-    assert result["final_loss"] == pytest.approx(mean_loss_and_grad(params, data.x_test, data.y_test)[0],
-                                                 rel=RTOL)
+    before = mean_loss_and_grad(initial, data.x_test, data.y_test)[0]
+    after = mean_loss_and_grad(params, data.x_test, data.y_test)[0]
+    assert result["initial_loss"] == pytest.approx(before, rel=RTOL)
+    assert result["final_loss"] == pytest.approx(after, rel=RTOL)
     assert result["accuracy"] == accuracy(params, data.x_test, data.y_test)
 
 

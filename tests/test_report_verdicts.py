@@ -39,7 +39,8 @@ def rows(*found: Measurement) -> dict[str, dict]:
 def test_a_digest_unlike_serials_reads_differs() -> None:
     base = measurement(SERIAL, [2.0, 2.1, 1.9], "a" * 64)
     same = measurement(Cell("data-parallel", "threads", 2, "", "tiny"), [1.0, 1.1, 0.9], "a" * 64)
-    other = measurement(Cell("data-parallel", "processes", 2, "", "tiny"), [1.0, 1.1, 0.9], "b" * 64)
+    other = measurement(Cell("data-parallel", "processes", 2, "", "tiny"), [1.0, 1.1, 0.9],
+                        "b" * 64)
     found = rows(base, same, other)
     assert found[other.cell.name]["digest_matches_serial"] is False
     assert digest_cell(found[other.cell.name]) == f"`{'b' * 12}` differs"
@@ -47,7 +48,7 @@ def test_a_digest_unlike_serials_reads_differs() -> None:
     assert digest_cell(found[same.cell.name]) == f"`{'a' * 12}` = serial"
 
 
-# ---- Welch's test where the degrees of freedom decide ----------------------------------------------
+# ---- Welch's test where the degrees of freedom decide --------------------------------------------
 
 WIDE = [9.0, 9.5, 10.0, 10.5, 11.0] * 2 + [8.5, 11.5]  # 12 values, tight around 10
 
@@ -63,7 +64,8 @@ def welch_by_hand(a: list[float], b: list[float]) -> tuple[float, float]:
     ([11.4, 12.4, 13.4], False),  # t ~ 3.77: under the critical value at 2 df, over it at 3 and 13
     ([12.0, 13.0, 14.0], True),  # t ~ 4.71: over it even at 2 df
 ])
-def test_welch_uses_its_own_degrees_of_freedom_rounded_down(a: list[float], significant: bool) -> None:
+def test_welch_uses_its_own_degrees_of_freedom_rounded_down(a: list[float],
+                                                           significant: bool) -> None:
     t, freedom = welch_by_hand(a, WIDE)
     assert 2 < freedom < 3  # rounded down: 2 (critical 4.30); up: 3 (3.18); pooled: 13 (2.16)
     critical_down, critical_up = student_t_critical(2), student_t_critical(3)
@@ -74,7 +76,7 @@ def test_welch_uses_its_own_degrees_of_freedom_rounded_down(a: list[float], sign
     assert rawdata.significance(WIDE, a) == (significant, pytest.approx(-t, rel=1e-12))
 
 
-# ---- efficiency counts every thread ----------------------------------------------------------------
+# ---- efficiency counts every thread --------------------------------------------------------------
 
 def test_efficiency_of_a_hybrid_mpi_cell_divides_by_ranks_times_threads() -> None:
     base_values, hybrid_values = [4.0, 4.2, 3.8, 4.0], [1.25, 1.3, 1.2, 1.25]
