@@ -89,3 +89,41 @@ def test_efficiency_of_a_hybrid_mpi_cell_divides_by_ranks_times_threads() -> Non
     assert found[hybrid.cell.name]["threads"] == 4
     assert found[hybrid.cell.name]["efficiency"] == pytest.approx(speedup / 4, rel=1e-12)
     assert found[plain.cell.name]["efficiency"] == pytest.approx(speedup / 2, rel=1e-12)
+
+
+def test_welch_with_under_two_degrees_of_freedom_uses_one() -> None:
+    a = [17.0, 21.0]  # two wide values against twelve tight ones: df = 1.04, rounded down to 1
+    t, freedom = welch_by_hand(a, WIDE)
+    assert 1 < freedom < 2 and student_t_critical(2) < abs(t) < student_t_critical(1)
+    assert rawdata.significance(a, WIDE)[0] is False
+
+
+def test_equal_sizes_get_students_test_with_its_pooled_degrees_of_freedom() -> None:
+    """pyperf's own test where both sides have as many values: t = 3.46 passes at its 4 df
+    (critical 2.78), where Welch's 2 df (4.30) would not."""
+    a, b = [12.0, 14.0, 16.0], [10.0, 10.1, 9.9]
+    t, freedom = welch_by_hand(a, b)
+    assert student_t_critical(4) < abs(t) < student_t_critical(math.floor(freedom))
+    assert rawdata.significance(a, b) == (True, pytest.approx(t, rel=1e-9))
+
+
+def test_two_values_a_side_are_enough_for_a_test() -> None:
+    significant, t_score = rawdata.significance([1.0, 1.02], [2.0, 2.02, 2.01])  # t = -86.6
+    assert significant is True and t_score is not None
+    assert rawdata.significance([1.0], [2.0, 2.2, 2.1]) == (None, None)
+
+
+def test_compare_names_its_baseline_and_the_test() -> None:
+    base = measurement(SERIAL, [2.0, 2.1, 1.9], "a" * 64)
+    other = measurement(Cell("data-parallel", "threads", 2, "", "tiny"), [1.0, 1.1, 0.9], "a" * 64)
+    found = rawdata.compare(base, other)
+    t, _ = welch_by_hand([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
+    assert found == {"baseline": "cp313 data-parallel/serial/w1/tiny", "speedup": pytest.approx(2.0),
+                     "significant": True, "t_score": pytest.approx(t, rel=1e-9)}
+
+
+def test_configurations_sort_default_build_first_then_by_name() -> None:
+    names = ["zz", "cp313t-gil", "cp314", "cp313t", "cp313"]
+    assert sorted(names, key=rawdata.config_rank) == ["cp313", "cp313t", "cp313t-gil", "cp314", "zz"]
+    assert rawdata.config_rank("cp313t") == (1, "cp313t")
+    assert rawdata.config_rank("cp314") == (3, "cp314")
