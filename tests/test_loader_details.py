@@ -53,7 +53,8 @@ def test_a_missing_idx_pair_names_both_expected_files(tmp_path: Path) -> None:
 def test_batches_digest_is_the_sha256_of_the_joined_digests() -> None:
     parts = [hashlib.sha256(bytes([i])).digest() for i in (3, 1, 2)]
     assert batches_digest(parts, ordered=True) == hashlib.sha256(b"".join(parts)).hexdigest()
-    assert batches_digest(parts, ordered=False) == hashlib.sha256(b"".join(sorted(parts))).hexdigest()
+    unordered = hashlib.sha256(b"".join(sorted(parts))).hexdigest()
+    assert batches_digest(parts, ordered=False) == unordered
 
 
 # ---- peak memory ---------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def test_peak_rss_samples_while_the_block_runs() -> None:
     assert seen >= before + 48
 
 
-# ---- the workload registry ------------------------------------------------------------------------
+# ---- the workload registry -----------------------------------------------------------------------
 
 def test_workload_decorator_registers_once_and_refuses_a_second_name() -> None:
     def extra(config: object, strategy: object) -> dict:

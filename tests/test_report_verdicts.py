@@ -118,12 +118,14 @@ def test_compare_names_its_baseline_and_the_test() -> None:
     other = measurement(Cell("data-parallel", "threads", 2, "", "tiny"), [1.0, 1.1, 0.9], "a" * 64)
     found = rawdata.compare(base, other)
     t, _ = welch_by_hand([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
-    assert found == {"baseline": "cp313 data-parallel/serial/w1/tiny", "speedup": pytest.approx(2.0),
+    assert found == {"baseline": "cp313 data-parallel/serial/w1/tiny",
+                     "speedup": pytest.approx(2.0),
                      "significant": True, "t_score": pytest.approx(t, rel=1e-9)}
 
 
 def test_configurations_sort_default_build_first_then_by_name() -> None:
     names = ["zz", "cp313t-gil", "cp314", "cp313t", "cp313"]
-    assert sorted(names, key=rawdata.config_rank) == ["cp313", "cp313t", "cp313t-gil", "cp314", "zz"]
+    assert sorted(names, key=rawdata.config_rank) == ["cp313", "cp313t", "cp313t-gil", "cp314",
+                                                      "zz"]
     assert rawdata.config_rank("cp313t") == (1, "cp313t")
     assert rawdata.config_rank("cp314") == (3, "cp314")
