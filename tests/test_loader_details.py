@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -66,13 +65,15 @@ def rss_mb(process: psutil.Process) -> float:
 def test_peak_rss_counts_this_process_and_every_worker_process() -> None:
     """Process workers (under forkserver, grandchildren) each hold tens of MB: all are counted."""
     with create("processes", 2, start_method="forkserver") as strategy:
+        strategy.map(abs, range(8))  # the workers are up
         me = psutil.Process()
-        workers = [p for p in me.children(recursive=True) if p.pid in strategy._pids]
-        assert len(workers) == 2 and all(p.ppid() != os.getpid() for p in workers)
-        expected = rss_mb(me) + sum(rss_mb(p) for p in workers)
+        every = me.children(recursive=True)
+        nested_mb = sum(rss_mb(p) for p in set(every) - set(me.children()))
+        expected = rss_mb(me) + sum(rss_mb(p) for p in every)
         with PeakRss() as rss:
             pass
-    assert expected * 0.9 < rss.peak_mb < expected * 1.5 + 50  # other children: the fork server
+    assert nested_mb > 10  # the workers, below the fork server
+    assert expected - nested_mb / 2 < rss.peak_mb < 2 * expected
 
 
 @pytest.mark.timeout(60)
