@@ -111,6 +111,7 @@ def test_two_values_a_side_are_enough_for_a_test() -> None:
     significant, t_score = rawdata.significance([1.0, 1.02], [2.0, 2.02, 2.01])  # t = -86.6
     assert significant is True and t_score is not None
     assert rawdata.significance([1.0], [2.0, 2.2, 2.1]) == (None, None)
+    assert rawdata.speedup_label(None) == "—"  # no comparison at all: a dash, not a number
 
 
 def test_compare_names_its_baseline_and_the_test() -> None:
