@@ -137,7 +137,7 @@ def report(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Mutation testing of the core modules against the fast tests (mutmut; the modules and tests
     are in pyproject.toml's [tool.mutmut]). Slow, so not in CI. `-- "harness.model.*"` runs only
-    the mutants whose names match; the survivors are listed at the end.
+    the mutants whose names match.
 
     Self-contained: a venv of the interpreter running nox with the project's dependencies but NOT
     the project itself, so the mutated copy in mutants/ is the only `harness` on the path."""
@@ -154,5 +154,6 @@ def mutants(session: nox.Session) -> None:
         session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy", *wanted,
                     external=True)
         stamp.write_text("\n".join(wanted))
+    # The run ends with its "Mutant results": every mutant no test killed (🙁 survived,
+    # 🫥 no test reaches it, ⏰ timed out). `mutmut show NAME` prints one's diff.
     session.run(python, "-m", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
-    session.run(python, "-m", "mutmut", "results", external=True)
