@@ -292,3 +292,29 @@ def lint(session: nox.Session) -> None:
     paths = session.posargs or ["."]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session(python=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the core modules against the fast tests (mutmut; the modules and tests
+    are in pyproject.toml's [tool.mutmut]). Slow, so not in CI. `-- "harness.model.*"` runs only
+    the mutants whose names match.
+
+    Self-contained: a venv of the interpreter running nox with the project's dependencies but NOT
+    the project itself, so the mutated copy in mutants/ is the only `harness` on the path."""
+    import tomllib
+
+    venv = ROOT / ".nox" / "venv-mutants"
+    python = str(venv / "bin" / "python")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"], "mutmut==3.8.1"]
+    stamp = venv / ".ft-harness-stamp"
+    if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy", *wanted,
+                    external=True)
+        stamp.write_text("\n".join(wanted))
+    # The run ends with its "Mutant results": every mutant no test killed (🙁 survived,
+    # 🫥 no test reaches it, ⏰ timed out). `mutmut show NAME` prints one's diff.
+    session.run(python, "-m", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)

@@ -28,11 +28,16 @@ class AsyncioOffload(Strategy):
         futures = [self._loop.run_in_executor(self._pool, run_slice, fn, part)
                    for part in split_evenly(tasks, self.workers)]
         try:
-            return concatenated(await asyncio.gather(*futures))
+            # return_exceptions: a failed slice must not end the map while others still run
+            results = await asyncio.gather(*futures, return_exceptions=True)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return concatenated(results)
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         return self._loop.run_until_complete(self._gather(fn, tasks))

@@ -15,6 +15,7 @@ import sys
 import threading
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_all
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
@@ -143,8 +144,9 @@ class Processes(Strategy):
         self._pids = set(self._pool.map(_noop, range(workers)))  # start workers outside timed code
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
-        slices = split_evenly(tasks, self.workers)
-        return concatenated(self._pool.map(run_slice, [fn] * len(slices), slices))
+        futures = [self._pool.submit(run_slice, fn, part) for part in split_evenly(tasks, self.workers)]
+        wait_all(futures)  # never return (or raise) while a worker still runs one of our slices
+        return concatenated(f.result() for f in futures)
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
         return self._pool.submit(fn, task)

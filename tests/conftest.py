@@ -18,3 +18,8 @@ def our_segments() -> set[str]:
     """Shared-memory segments created by this process's strategies (name prefix fth_<pid>_)."""
     shm = Path("/dev/shm")
     return {p.name for p in shm.glob(f"fth_{os.getpid()}_*")} if shm.exists() else set()
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001  (pytest's Config)
+    # Repetitions that make a rare race certain; deselect with -m "not slow" for a quick pass.
+    config.addinivalue_line("markers", "slow: repeated runs of a race-sensitive check")

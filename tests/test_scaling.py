@@ -14,7 +14,7 @@ import pytest
 
 from harness.report import rawdata
 from harness.report.markdown import scaling_section
-from harness.report.scaling import chi2_survival, fit
+from harness.report.scaling import chi2_survival, fit, r_squared, usl
 from harness.report.summary import Index, scaling_fits
 
 WORKERS = [1, 2, 3, 4, 6, 8]
@@ -245,3 +245,23 @@ def test_the_committed_series_outside_the_domain_are_said_in_words(sixteen_core:
     assert not threads["sigma_has_reading"] and threads["law"] == "USL"
     loader = sixteen_core[("cp313", "loader", "processes/python", "")]
     assert loader["domain"].startswith("superlinear at N = 2, 4 ")
+def test_r_squared_is_one_minus_residual_over_total_variation() -> None:
+    """Worked by hand on noisy points (total variation under 1, so its size matters too)."""
+    measured, fitted = [1.0, 1.6, 1.9, 2.1], [1.0, 1.5, 2.0, 2.2]
+    mean = sum(measured) / 4
+    total = sum((m - mean) ** 2 for m in measured)  # 0.695
+    residual = sum((m - f) ** 2 for m, f in zip(measured, fitted))  # 0.03
+    assert 0 < total < 1
+    assert r_squared(measured, fitted) == pytest.approx(1 - residual / total, rel=1e-12)
+    assert r_squared([1.5, 1.5, 1.5], [1.4, 1.5, 1.6]) == 1.0  # nothing to explain: no error
+
+
+def test_fit_of_noisy_points_reports_their_r_squared() -> None:
+    workers, capacity = [1, 2, 4, 8], [1.0, 1.8, 3.1, 4.2]
+    found = fit(workers, capacity)
+    assert found is not None
+    curve = [n / (1 + found.sigma * (n - 1) + found.kappa * n * (n - 1)) for n in workers]
+    mean = sum(capacity) / len(capacity)
+    expected = 1 - (sum((c - f) ** 2 for c, f in zip(capacity, curve))
+                    / sum((c - mean) ** 2 for c in capacity))
+    assert found.r2 == pytest.approx(expected, rel=1e-12) and found.r2 < 1

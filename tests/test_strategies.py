@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness import HarnessError
-from strategies import REGISTRY, create, get_strategy
+from strategies import REGISTRY, create, get_strategy, register
 from strategies.base import Strategy, blas_summary, split_evenly
 from tests.conftest import our_segments
 
@@ -175,3 +175,16 @@ class StrategyLifecycle(RuleBasedStateMachine):
 
 StrategyLifecycle.TestCase.settings = settings(max_examples=30, stateful_step_count=12, deadline=None)
 test_strategy_lifecycle = StrategyLifecycle.TestCase
+
+
+def test_register_adds_a_class_once_and_refuses_its_name_twice() -> None:
+    class Extra(get_strategy("serial")):  # type: ignore[misc, valid-type]
+        name = "extra-for-test"
+
+    try:
+        assert register(Extra) is Extra and REGISTRY["extra-for-test"] is Extra
+        assert get_strategy("extra-for-test") is Extra
+        with pytest.raises(HarnessError, match="strategy 'extra-for-test' is registered twice"):
+            register(Extra)
+    finally:
+        REGISTRY.pop("extra-for-test", None)
