@@ -6,7 +6,7 @@ import numpy as np
 
 from harness.config import RunConfig
 from harness.data.synthetic import Dataset, synthetic
-from harness.model import MLP
+from harness.model import Model
 from strategies.base import Strategy
 
 
@@ -17,7 +17,7 @@ def to_shared(strategy: Strategy, array: np.ndarray) -> np.ndarray:
     return shared
 
 
-def load_dataset(config: RunConfig, model: MLP) -> Dataset:
+def load_dataset(config: RunConfig, model: Model) -> Dataset:
     """The seeded synthetic set sized for the model: the same for every strategy and worker count."""
-    return synthetic(model.widths[0], model.widths[-1], config.train_samples,
+    return synthetic(model.inputs, model.classes, config.train_samples,
                      config.test_samples, config.seed)

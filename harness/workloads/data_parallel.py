@@ -9,16 +9,17 @@ bitwise identical for every strategy and every worker count on one interpreter.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, Iterator
 
 import numpy as np
 
 from harness.config import RunConfig
 from harness.data.pipeline import TrainingFeed, training_feed
-from harness.model import MLP, params_digest
+from harness.model import MLP, Model, Workspace, params_digest
 from harness.seeding import rng_for
 from harness.workloads import workload
 from harness.workloads.common import load_dataset, to_shared
@@ -35,11 +36,38 @@ class Microbatch:
     rows: np.ndarray
 
 
-def microbatch_grad(task: Microbatch, *, model: MLP, params: np.ndarray, x: np.ndarray,
-                    y: np.ndarray, grads: np.ndarray) -> float:
-    """Runs in a worker: write this microbatch's summed gradient into grads[index]."""
-    loss, _ = model.loss_and_grad(params, x[task.rows], y[task.rows], out=grads[task.index])
-    return loss
+class MicrobatchGrad:
+    """The task function: write a microbatch's summed gradient into grads[index], return its loss.
+
+    Each worker thread builds its own workspace on first use (private views of the parameters
+    and of every gradient row, private scratch) and keeps it for the whole run; a process worker
+    gets a fresh copy of this object with each map, so it builds one per step.
+    """
+
+    def __init__(self, model: Model, params: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 grads: np.ndarray, rows: int) -> None:
+        self.model, self.params, self.grads, self.rows = model, params, grads, rows
+        self.x, self.y = x, y
+        self._local = threading.local()
+
+    def __call__(self, task: Microbatch) -> float:
+        try:
+            work, outs = self._local.work
+        except AttributeError:
+            work, outs = self._local.work = self._workspace()
+        work.load(self.x, self.y, task.rows)
+        return work.loss_and_grad(outs[task.index])
+
+    def _workspace(self) -> tuple[Workspace, list[Any]]:
+        work = self.model.workspace(self.params, self.rows)
+        return work, [work.bind(row) for row in self.grads]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}  # workspaces stay home
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
 
 @lru_cache(maxsize=2)
@@ -71,7 +99,7 @@ class StepSource:
     feed: TrainingFeed | None = None
 
 
-def in_memory(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+def in_memory(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
     """The synthetic set, all of it in shared memory; a step names rows of it."""
     data = load_dataset(config, model)
     steps = (step_microbatches(config, step, len(data.y_train)) for step in itertools.count())
@@ -79,11 +107,11 @@ def in_memory(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
                       data.x_test, data.y_test)
 
 
-def from_loader(config: RunConfig, strategy: Strategy, model: MLP) -> StepSource:
+def from_loader(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
     """Batches from the data pipeline (prefetched on the same strategy), each copied into one
     shared batch buffer; the microbatches are fixed slices of that buffer."""
-    feed = training_feed(config, strategy, model.widths)
-    x = strategy.shared_array((config.batch, model.widths[0]))
+    feed = training_feed(config, strategy, (model.inputs, model.classes))
+    x = strategy.shared_array((config.batch, model.inputs))
     y = strategy.shared_array(config.batch, np.int64)
     size = config.microbatch_size
     rows = [Microbatch(m, np.arange(m * size, (m + 1) * size)) for m in range(config.microbatches)]
@@ -104,8 +132,8 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     source = (from_loader if config.data else in_memory)(config, strategy, model)
     params = to_shared(strategy, model.init(config.seed))
     grads = strategy.shared_array((config.microbatches, model.size))
-    task = partial(microbatch_grad, model=model, params=params, grads=grads, x=source.x, y=source.y)
-    velocity = np.zeros(model.size)
+    task = MicrobatchGrad(model, params, source.x, source.y, grads, config.microbatch_size)
+    velocity, step = np.zeros(model.size), np.empty(model.size)
     losses: list[float] = []
 
     start = time.perf_counter()
@@ -113,8 +141,11 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
         for _, microbatches in zip(range(config.steps), source.steps):
             batch_losses = strategy.map(task, microbatches)
             losses.append(sum(batch_losses) / config.batch)  # Python floats, summed in task order
-            velocity = config.momentum * velocity + strategy.sum_rows(grads) / config.batch
-            params -= config.lr * velocity
+            # velocity = momentum * velocity + sum / batch; params -= lr * velocity (in place)
+            mean_grad = np.divide(strategy.sum_rows(grads), config.batch, out=step)
+            np.multiply(velocity, config.momentum, out=velocity)
+            np.add(velocity, mean_grad, out=velocity)
+            params -= np.multiply(velocity, config.lr, out=step)
     finally:
         if source.feed is not None:
             source.feed.close()  # stop the prefetch, also when a step fails
@@ -123,7 +154,7 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     samples = config.steps * config.batch
     return {
         "steps": config.steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
-        "batch": config.batch, "microbatches": config.microbatches, "model": list(model.widths),
+        "batch": config.batch, "microbatches": config.microbatches, "model": list(config.widths),
         "parameters": model.size, "initial_loss": losses[0], "final_loss": losses[-1],
         "test_loss": model.mean_loss(params, source.x_test, source.y_test),
         "accuracy": model.accuracy(params, source.x_test, source.y_test),
