@@ -39,7 +39,7 @@ Params = list[np.ndarray]  # W0, b0, W1, b1, ...
 def init_params(widths: list[int], seed: int) -> Params:
     """He-initialised weights, zero biases, drawn in layer order from the init seed (domain 1)."""
     rng, params = rng_for(seed, 1), []
-    for n_in, n_out in zip(widths, widths[1:]):
+    for n_in, n_out in pairwise(widths):
         params += [rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in), np.zeros(n_out)]
     return params
 
