@@ -48,6 +48,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads-per-rank", type=int, help="threads inside each rank (mpi)")
     p.add_argument("--reduce", help="ordered | allreduce (mpi data-parallel)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", help="write every task's worker, start and end to FILE (JSON lines)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -63,9 +64,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.json else summary_line(result))
 
     config = config_from_args(args)
+    if args.trace and config.strategy == "mpi":  # ranks would each need their own recorder
+        raise HarnessError(f"trace={args.trace!r}: --trace does not support strategy 'mpi' yet")
     if config.strategy == "mpi":  # ranks are processes of their own: launch them, or be one
         from harness.mpi.launch import run_mpi
         return run_mpi(config, args, show)
+    if args.trace:
+        from harness.trace import recording
+        with recording(args.trace):
+            show(execute(config))
+        return 0
     show(execute(config))
     return 0
 
@@ -145,6 +153,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from harness.report.timeline import trace_command
+    print(trace_command(args.file, args.output))
+    return 0
+
+
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("raw", nargs="+", help="pyperf JSON files from `bench`, one per configuration")
     p.add_argument("-o", "--output", default="reports/latest", help="folder (rewritten; default reports/latest)")
@@ -157,6 +171,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "data": (cmd_data, "make or check an on-disk sample set (shards + manifest) for --data"),
     "bench": (cmd_bench, "pyperf benchmarks of a matrix of cells (options: bench --help)"),
     "report": (cmd_report, "render REPORT.md, plots and summary.json from bench's raw files"),
+    "trace": (cmd_trace, "timeline PNG, breakdown table and trace.json from a `run --trace` file"),
 }
 # Commands that parse their own command line: pyperf's Runner reads bench's options and re-runs
 # the same command line, with --worker and its own options, in every worker process.
@@ -174,6 +189,9 @@ def build_parser() -> Parser:
             add_data_arguments(p)
         elif name == "report":
             add_report_arguments(p)
+        elif name == "trace":
+            p.add_argument("file", help="a `run --trace` file")
+            p.add_argument("-o", "--output", required=True, help="folder to write into")
         elif name in RAW_COMMANDS:
             p.add_argument("argv", nargs=argparse.REMAINDER, help="see `python -m harness bench --help`")
         else:
