@@ -30,7 +30,8 @@ class Workspace(Protocol):
         """An output handle for the flat gradient buffer `grad` (keep it; binding costs views)."""
 
     def load(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
-        """Copy rows `rows` of x and y into the workspace's inputs (as many rows as it holds)."""
+        """Copy rows `rows` of x and y into the workspace's inputs (as many rows as it holds);
+        the caller guarantees 0 <= rows < len(x)."""
 
     def loss_and_grad(self, out: Any) -> float:
         """The SUMMED loss of the loaded rows; their summed gradient written through `out`."""
@@ -161,8 +162,10 @@ class MLPWorkspace:
         return self.model.views(grad)
 
     def load(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
-        x.take(rows, axis=0, out=self.acts[0])  # methods and ufuncs: no Python wrapper
-        y.take(rows, out=self.labels)
+        # mode="clip": with "raise", take copies through a temporary; rows are valid by
+        # construction (a slice of a permutation, an arange, a draw among valid rows)
+        x.take(rows, axis=0, out=self.acts[0], mode="clip")  # methods: no Python wrapper
+        y.take(rows, out=self.labels, mode="clip")
 
     def forward(self) -> np.ndarray:
         """Logits of the loaded rows (in acts[-1]); hidden activations kept for backward."""
