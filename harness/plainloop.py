@@ -11,7 +11,8 @@ parameters are bitwise the harness's: a comparison of speed between two equal co
 `--workers 1` is the serial loop; more runs a ThreadPoolExecutor of workers - 1 threads, the
 calling thread taking the first slice of microbatches itself. `compare [N]` (default 5) before the
 options alternates `run` (threads, or serial at one worker) and this loop N times in fresh
-processes and prints the medians of their timed loops and the ratio harness / plain.
+processes and prints the medians of their timed loops, their ratio, and the ratio of their
+loops' CPU time (usable on a busy machine, where wall times are not).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -138,29 +140,44 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def one_run(command: list[str]) -> float:
-    """The timed training loop's wall time of one fresh process (start-up not counted)."""
+def one_run(command: list[str]) -> tuple[float, float]:
+    """A fresh process: its timed loop's wall time, and the CPU time it used (all of it)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True, check=True)
-    return float(json.loads(done.stdout)["wall_s"])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return float(json.loads(done.stdout)["wall_s"]), cpu
 
 
 def compare(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
     """Harness (threads strategy; serial at 1 worker) and plain loop, alternated `repeats` times
-    in fresh processes; medians of the loop wall times and harness / plain."""
-    shared = ["--model", args.model, "--workers", str(args.workers), "--steps", str(args.steps),
-              "--seed", str(args.seed), "--batch", str(args.batch),
-              "--microbatches", str(args.microbatches)]
+    in fresh processes. Wall: medians of the timed loops. CPU: each run's CPU time minus that of
+    the same command at a tenth of the steps (start-up cancels), which stays meaningful on a
+    busy machine where wall times do not; the ratio is the median of the per-round ratios."""
+    short = max(1, args.steps // 10)
     strategy = "threads" if args.workers > 1 else "serial"
-    commands = {"harness": ["-m", "harness", "run", "--strategy", strategy, "--json", *shared],
-                "plain": ["-m", "harness.plainloop", *shared]}
-    walls: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(repeats):
-        for name, command in commands.items():
-            walls[name].append(one_run(command))
+    walls: dict[str, list[float]] = {"harness": [], "plain": []}
+    cpus: dict[str, list[float]] = {"harness": [], "plain": []}
+    for round_ in range(repeats):
+        for name in ("harness", "plain")[::1 if round_ % 2 == 0 else -1]:
+            prefix = (["-m", "harness", "run", "--strategy", strategy, "--json"]
+                      if name == "harness" else ["-m", "harness.plainloop"])
+            wall, cpu = one_run([*prefix, *_options(args, args.steps)])
+            cpus[name].append(cpu - one_run([*prefix, *_options(args, short)])[1])
+            walls[name].append(wall)
     medians = {name: statistics.median(times) for name, times in walls.items()}
+    cpu_ratios = [h / p for h, p in zip(cpus["harness"], cpus["plain"])]
     return {"workers": args.workers, "steps": args.steps, "repeats": repeats,
             "median_wall_s": medians, "harness_over_plain": medians["harness"] / medians["plain"],
+            "loop_cpu_s": {name: statistics.median(times) for name, times in cpus.items()},
+            "harness_over_plain_cpu": statistics.median(cpu_ratios),
             "walls_s": walls, "loadavg": os.getloadavg()}
+
+
+def _options(args: argparse.Namespace, steps: int) -> list[str]:
+    return ["--model", args.model, "--workers", str(args.workers), "--steps", str(steps),
+            "--seed", str(args.seed), "--batch", str(args.batch),
+            "--microbatches", str(args.microbatches)]
 
 
 def main(argv: list[str]) -> None:

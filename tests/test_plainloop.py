@@ -49,3 +49,4 @@ def test_compare_alternates_fresh_runs_and_reports_their_medians() -> None:
     medians = {k: statistics.median(v) for k, v in out["walls_s"].items()}
     assert out["median_wall_s"] == medians
     assert out["harness_over_plain"] == medians["harness"] / medians["plain"]
+    assert set(out["loop_cpu_s"]) == {"harness", "plain"}  # CPU of 2 steps minus 1: noise here
