@@ -23,11 +23,13 @@ def test_each_thread_builds_its_own_workspace_once() -> None:
     and on 3.13t its objects' reference counts contended) and one rebuilt per call."""
     task, _ = make_task()
     seen: dict[str, list[object]] = {}
+    inputs: dict[str, tuple[np.ndarray, ...]] = {}
 
     def worker(name: str) -> None:
         for index in range(4):
             task(Microbatch(index, np.arange(index * 8, index * 8 + 8)))
             seen.setdefault(name, []).append(task._local.work[0])
+            inputs[name] = task._local.work[2:]
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
     for t in threads:
@@ -38,6 +40,8 @@ def test_each_thread_builds_its_own_workspace_once() -> None:
     assert all(w is a[0] for w in a) and all(w is b[0] for w in b) and a[0] is not b[0]
     assert a[0].weights[0][0] is not b[0].weights[0][0]  # private views ...
     assert np.shares_memory(a[0].weights[0][0], task.params)  # ... of the same parameters
+    for mine, theirs, shared in zip(inputs["a"], inputs["b"], (task.x, task.y)):
+        assert mine is not theirs and mine is not shared and mine.base is shared  # inputs too
 
 
 def test_the_task_pickles_without_its_workspaces_and_computes_the_same() -> None:

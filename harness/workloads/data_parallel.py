@@ -52,15 +52,17 @@ class MicrobatchGrad:
 
     def __call__(self, task: Microbatch) -> float:
         try:
-            work, outs = self._local.work
+            work, outs, x, y = self._local.work
         except AttributeError:
-            work, outs = self._local.work = self._workspace()
-        work.load(self.x, self.y, task.rows)
+            work, outs, x, y = self._local.work = self._workspace()
+        work.load(x, y, task.rows)
         return work.loss_and_grad(outs[task.index])
 
-    def _workspace(self) -> tuple[Workspace, list[Any]]:
+    def _workspace(self) -> tuple[Workspace, list[Any], np.ndarray, np.ndarray]:
+        """This thread's workspace, gradient-row outputs and views of the inputs: objects of
+        its own, so the inner loop touches no reference count another thread touches."""
         work = self.model.workspace(self.params, self.rows)
-        return work, [work.bind(row) for row in self.grads]
+        return work, [work.bind(row) for row in self.grads], self.x.view(), self.y.view()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_local"}  # workspaces stay home
