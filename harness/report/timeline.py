@@ -100,6 +100,8 @@ def markdown(rows: list[dict[str, Any]], total: dict[str, float]) -> str:
                    f"in maps, {total['serial_s']:.3f} s between them: measured serial fraction "
                    f"{total['serial_fraction']:.1%}; {total['workers']} computing workers busy "
                    f"{total['efficiency_in_maps']:.0%} of the time in maps")]
+    if not total["maps"]:
+        lines.append("no map was recorded: tasks streamed with submit (the loader) are not traced")
     return "\n".join(lines) + "\n"
 
 
