@@ -60,7 +60,8 @@ class MicrobatchGrad:
 
     def _workspace(self) -> tuple[Workspace, list[Any], np.ndarray, np.ndarray]:
         """This thread's workspace, gradient-row outputs and views of the inputs: objects of
-        its own, so the inner loop touches no reference count another thread touches."""
+        its own, so in the inner loop only this task object (and its thread-local) and the
+        microbatch list are Python objects that another thread also touches."""
         work = self.model.workspace(self.params, self.rows)
         return work, [work.bind(row) for row in self.grads], self.x.view(), self.y.view()
 
