@@ -28,6 +28,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     for name, owners in sorted(all_options().items()):
         add_option(p, owners[0][1], ", ".join(owner for owner, _ in owners))
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", help="write every task's worker, start and end to FILE (JSON lines)")
 
 
 def add_option(p: argparse.ArgumentParser, option: Any, owners: str) -> None:
@@ -40,10 +41,12 @@ def add_option(p: argparse.ArgumentParser, option: Any, owners: str) -> None:
         p.add_argument(option.flag, type=option.kind, help=help_text, metavar=option.name.upper())
 
 
+CLI_ONLY = ("command", "json", "trace")  # how to run and show, not what to run
+
+
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user gave (None: not given; a flag left off is not given either)."""
-    return {k: v for k, v in vars(args).items()
-            if k not in ("command", "json") and v is not None}
+    return {k: v for k, v in vars(args).items() if k not in CLI_ONLY and v is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -63,10 +66,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.json else summary_line(result))
 
     config = config_from_args(args)
+    strategy = get_strategy(config.strategy)
+    if args.trace and strategy.bench_as_job:  # its workers are a job of their own
+        raise HarnessError(f"trace={args.trace!r}: --trace does not support strategy "
+                           f"{config.strategy!r} yet")
     command_line = {**given_settings(args), **({"json": True} if args.json else {})}
-    status = get_strategy(config.strategy).launch(config, command_line, show)
+    status = strategy.launch(config, command_line, show)
     if status is not None:  # the strategy ran the command its own way (mpi: under mpiexec)
         return int(status)
+    if args.trace:
+        from harness.trace import recording
+        with recording(args.trace):
+            show(execute(config))
+        return 0
     show(execute(config))
     return 0
 
@@ -194,6 +206,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from harness.report.timeline import trace_command
+    print(trace_command(args.file, args.output))
+    return 0
+
+
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("raw", nargs="+", help="pyperf JSON files from `bench`, one per configuration")
     p.add_argument("-o", "--output", default="reports/latest", help="folder (rewritten; default reports/latest)")
@@ -209,6 +227,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "data": (cmd_data, "make or check an on-disk sample set (shards + manifest) for --data"),
     "bench": (cmd_bench, "pyperf benchmarks of a matrix of cells (options: bench --help)"),
     "report": (cmd_report, "render REPORT.md, plots and summary.json from bench's raw files"),
+    "trace": (cmd_trace, "timeline PNG, breakdown table and trace.json from a `run --trace` file"),
 }
 # Commands that parse their own command line: pyperf's Runner reads bench's options and re-runs
 # the same command line, with --worker and its own options, in every worker process.
@@ -231,6 +250,9 @@ def build_parser() -> Parser:
             add_data_arguments(p)
         elif name == "report":
             add_report_arguments(p)
+        elif name == "trace":
+            p.add_argument("file", help="a `run --trace` file")
+            p.add_argument("-o", "--output", required=True, help="folder to write into")
         elif name in RAW_COMMANDS:
             p.add_argument("argv", nargs=argparse.REMAINDER, help="see `python -m harness bench --help`")
         else:

@@ -1,13 +1,20 @@
-"""A float64 MLP (ReLU hidden layers, softmax cross-entropy) whose parameters live in ONE flat buffer.
+"""The model protocol the workloads train, and its first implementation: a float64 MLP (ReLU
+hidden layers, softmax cross-entropy) whose parameters live in ONE flat buffer.
 
 One buffer with per-layer views means a lock, a stripe or a shared-memory segment covers exactly
 the bytes it names, and a whole model is hashed, copied or shared as one array.
+
+The hot path is a `Workspace` (harness.models): one per worker, made once, holding that worker's own views of the
+parameters and of every gradient row it writes, and its scratch (gathered rows, activations,
+deltas), so a microbatch allocates nothing and no Python object is touched by two threads at once
+(on a free-threaded build a shared object's reference count is a contended cache line).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +96,8 @@ class MLP:
 
     def views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(W, b) per layer as views into `flat`: writing a view writes the buffer."""
-        return [(flat[l.weight_slice].reshape(l.n_in, l.n_out), flat[l.bias_slice]) for l in self.layers]
+        return [(flat[l.weight_slice].reshape(l.n_in, l.n_out), flat[l.bias_slice])
+                for l in self.layers]
 
     def init(self, seed: int) -> np.ndarray:
         """He-initialised weights, zero biases; depends only on the seed."""
@@ -99,46 +107,108 @@ class MLP:
             w[...] = rng.standard_normal(w.shape) * np.sqrt(2.0 / layer.n_in)
         return flat
 
-    def forward(self, flat: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Logits and the activations entering each layer (kept for the backward pass)."""
-        acts = [x]
-        views = self.views(flat)
-        for w, b in views[:-1]:
-            acts.append(np.maximum(acts[-1] @ w + b, 0.0))
-        w, b = views[-1]
-        return acts[-1] @ w + b, acts
+    def workspace(self, flat: np.ndarray, rows: int) -> MLPWorkspace:
+        return MLPWorkspace(self, flat, rows)
 
     def loss_and_grad(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray,
                       out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """SUMMED cross-entropy over the rows of x, and its gradient written into `out`.
 
         Sums (not means) so that microbatch results add up to the batch result; the caller
-        divides once, after reducing in microbatch order.
+        divides once, after reducing in microbatch order. One-off: a loop keeps a workspace.
         """
         grad = np.empty(self.size) if out is None else out
-        logits, acts = self.forward(flat, x)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        rows = np.arange(len(y))
-        loss = float(-(shifted[rows, y] - log_norm[:, 0]).sum())
-        delta = np.exp(shifted - log_norm)
-        delta[rows, y] -= 1.0
-        views = self.views(flat)
-        for (w, _), (gw, gb), act in zip(reversed(views), reversed(self.views(grad)), reversed(acts)):
-            np.matmul(act.T, delta, out=gw)
-            gb[...] = delta.sum(axis=0)
-            if act is not x:
-                delta = (delta @ w.T) * (act > 0)
-        return loss, grad
+        work = self.workspace(flat, len(y))
+        work.load(x, y, np.arange(len(y)))
+        return work.loss_and_grad(work.bind(grad)), grad
 
     def predict(self, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return self.forward(flat, x)[0].argmax(axis=1)
+        work = self.workspace(flat, len(x))
+        work.acts[0][...] = x
+        return work.forward().argmax(axis=1)
 
     def accuracy(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         return float((self.predict(flat, x) == y).mean())
 
     def mean_loss(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         return self.loss_and_grad(flat, x, y)[0] / len(y)
+
+
+class MLPWorkspace:
+    """Views and scratch for `rows` samples of one MLP over one parameter buffer, built once.
+
+    Every operation writes into a buffer allocated here (`out=`), in the order and with the
+    operands of the textbook expressions in the comments, so results are bitwise those of
+    `logits - max`, `exp(shifted - log_norm)`, `(delta @ W.T) * (act > 0)` evaluated afresh.
+    """
+
+    def __init__(self, model: MLP, flat: np.ndarray, rows: int) -> None:
+        self.model, self.rows = model, rows
+        self.weights = [(w, w.T, b) for w, b in model.views(flat)]
+        widths = model.widths
+        self.acts = [np.empty((rows, width)) for width in widths]  # acts[0]: the gathered inputs
+        self.acts_t = [act.T for act in self.acts]
+        self.deltas = [np.empty((rows, width)) for width in widths[1:]]
+        self.masks = [np.empty((rows, width), dtype=bool) for width in widths[1:-1]]
+        self.labels = np.empty(rows, dtype=np.intp)
+        # softmax scratch: row maxima and log-normalisers as columns, the picked logits
+        self.row_max, self.log_norm = np.empty((rows, 1)), np.empty((rows, 1))
+        self.log_norm_vector = self.log_norm[:, 0]
+        self.picked, self.picks = np.empty(rows), np.empty(rows, dtype=np.intp)
+        self.row_starts = np.arange(rows, dtype=np.intp) * model.n_classes
+        self.logits_flat = self.acts[-1].reshape(-1)  # a view: acts[-1] is contiguous
+        self.delta_flat = self.deltas[-1].reshape(-1)
+
+    def bind(self, grad: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.model.views(grad)
+
+    def load(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+        # mode="clip": with "raise", take copies through a temporary; rows are valid by
+        # construction (a slice of a permutation, an arange, a draw among valid rows)
+        x.take(rows, axis=0, out=self.acts[0], mode="clip")  # methods: no Python wrapper
+        y.take(rows, out=self.labels, mode="clip")
+
+    def forward(self) -> np.ndarray:
+        """Logits of the loaded rows (in acts[-1]); hidden activations kept for backward."""
+        acts, last = self.acts, len(self.weights) - 1
+        for i, (w, _, b) in enumerate(self.weights):
+            out = acts[i + 1]
+            np.matmul(acts[i], w, out=out)  # acts[i] @ w + b
+            np.add(out, b, out=out)
+            if i < last:
+                np.maximum(out, 0.0, out=out)  # ReLU
+        return acts[-1]
+
+    def loss_and_grad(self, out: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        shifted = self.forward()
+        np.maximum.reduce(shifted, axis=1, keepdims=True, out=self.row_max)
+        np.subtract(shifted, self.row_max, out=shifted)  # logits - logits.max(axis=1)
+        delta = self.deltas[-1]
+        np.exp(shifted, out=delta)  # exp(shifted).sum(axis=1) is the softmax normaliser
+        np.add.reduce(delta, axis=1, keepdims=True, out=self.log_norm)
+        np.log(self.log_norm, out=self.log_norm)
+        np.add(self.row_starts, self.labels, out=self.picks)  # flat index of [row, label]
+        self.logits_flat.take(self.picks, out=self.picked)
+        np.subtract(self.picked, self.log_norm_vector, out=self.picked)
+        loss = -float(np.add.reduce(self.picked))  # -(shifted[rows, y] - log_norm).sum()
+        np.subtract(shifted, self.log_norm, out=delta)
+        np.exp(delta, out=delta)  # softmax; minus one-hot next
+        self.delta_flat.take(self.picks, out=self.picked)
+        np.subtract(self.picked, 1.0, out=self.picked)
+        self.delta_flat.put(self.picks, self.picked)
+        self._backward(out)
+        return loss
+
+    def _backward(self, out: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for i in range(len(self.weights) - 1, -1, -1):
+            delta, (gw, gb) = self.deltas[i], out[i]
+            np.matmul(self.acts_t[i], delta, out=gw)
+            np.add.reduce(delta, axis=0, out=gb)
+            if i:  # (delta @ W.T) * (act > 0): the delta entering layer i - 1's output
+                below = self.deltas[i - 1]
+                np.matmul(delta, self.weights[i][1], out=below)
+                np.greater(self.acts[i], 0, out=self.masks[i - 1])
+                np.multiply(below, self.masks[i - 1], out=below)
 
 
 def params_digest(flat: np.ndarray) -> str:

@@ -17,6 +17,22 @@ from harness import HarnessError
 from harness.options import Option
 
 
+class Workspace(Protocol):
+    """One worker's private state for computing gradients over one parameter buffer: its own
+    views and scratch, made once and reused, so the inner loop allocates nothing and touches no
+    Python object another thread touches. Optional: a model without `workspace` gets
+    PlainWorkspace, which calls its `loss_and_grad`."""
+
+    def bind(self, grad: np.ndarray) -> Any:
+        """An output handle for the flat gradient buffer `grad` (keep it; binding costs views)."""
+
+    def load(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+        """Take rows `rows` of x and y as the inputs of the next loss_and_grad."""
+
+    def loss_and_grad(self, out: Any) -> float:
+        """The SUMMED loss of the loaded rows; their summed gradient written through `out`."""
+
+
 @runtime_checkable
 class Model(Protocol):
     """What a workload needs of a model. `loss_and_grad` returns the SUMMED loss of the rows and
@@ -41,6 +57,31 @@ class Model(Protocol):
     def segments(self) -> list[slice]: ...  # natural stripes for `--policy striped`
 
     def describe(self) -> dict[str, Any]: ...  # e.g. {"model": [64, 32, 10], "parameters": 2410}
+
+
+class PlainWorkspace:
+    """The workspace of a model that has none of its own: gathers the rows and calls the
+    model's `loss_and_grad` (correct for any model; a model's own workspace is only faster)."""
+
+    def __init__(self, model: Model, flat: np.ndarray) -> None:
+        self.model, self.flat = model, flat
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+
+    def bind(self, grad: np.ndarray) -> np.ndarray:
+        return grad
+
+    def load(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> None:
+        self.x, self.y = x[rows], y[rows]
+
+    def loss_and_grad(self, out: np.ndarray) -> float:
+        return self.model.loss_and_grad(self.flat, self.x, self.y, out=out)[0]
+
+
+def workspace_for(model: Model, flat: np.ndarray, rows: int) -> Workspace:
+    """The model's own workspace for `rows` rows of `flat`, or the plain one."""
+    make = getattr(model, "workspace", None)
+    return make(flat, rows) if make is not None else PlainWorkspace(model, flat)
 
 
 @dataclass(frozen=True, kw_only=True)

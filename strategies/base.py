@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from harness import HarnessError
+from harness import HarnessError, trace
 from harness.options import Option
 
 T = TypeVar("T")
@@ -129,6 +129,8 @@ class Strategy(ABC):
     def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> list[R]:
         """fn over tasks, results in task order; a task's exception is re-raised here."""
         self._require_open()
+        if trace.RECORDER is not None:  # run --trace: time every task (off: this lookup only)
+            return trace.RECORDER.map(self._map, fn, list(tasks))
         return self._map(fn, list(tasks))
 
     @abstractmethod

@@ -198,10 +198,10 @@ def test_strategy_contract_across_three_ranks() -> None:
 INJECT = """
 import os
 if os.environ.get("PMI_RANK") == "1":  # rank 1 of the job fails in its first microbatch
-    from harness.model import MLP
+    from harness.model import MLPWorkspace
     def broken(self, *args, **kwargs):
         raise RuntimeError("injected failure on rank 1")
-    MLP.loss_and_grad = broken
+    MLPWorkspace.loss_and_grad = broken  # the hot path: one workspace per worker
 """
 
 

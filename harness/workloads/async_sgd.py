@@ -23,7 +23,7 @@ from harness.bench.matrix import PresetPart, WorkloadSpec, grid, runs
 from harness.config import RunConfig
 from harness.data.synthetic import Dataset
 from harness.model import params_digest
-from harness.models import Model
+from harness.models import Model, workspace_for
 from harness.options import Option
 from harness.params import (ParamStore, open_store, probe_deltas, probe_expected, probe_report,
                             probe_worker, stripes_for)
@@ -47,12 +47,15 @@ def train_worker(slot: int, *, config: RunConfig, model: Model, store: ParamStor
     rows = partition(config.seed, slot, config.workers, len(y))
     rng = rng_for(config.seed, MINIBATCH_DOMAIN, slot)
     snapshot, grad = np.empty(model.size), np.empty(model.size)
+    work = workspace_for(model, snapshot, config.batch)  # views of the snapshot and scratch, once
+    out = work.bind(grad)
+    step = -config.lr / config.batch  # the summed gradient becomes the SGD step
     loss = 0.0
     for _ in range(config.updates):
         store.read(snapshot)  # a private copy: the gradient sees one state, not a moving one
-        batch = rng.choice(rows, size=config.batch)
-        loss, _ = model.loss_and_grad(snapshot, x[batch], y[batch], out=grad)
-        grad *= -config.lr / config.batch  # the summed gradient becomes the SGD step
+        work.load(x, y, rng.choice(rows, size=config.batch))
+        loss = work.loss_and_grad(out)
+        grad *= step
         store.add(grad)
     return loss / config.batch
 

@@ -9,9 +9,10 @@ bitwise identical for every strategy and every worker count on one interpreter.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,7 +22,7 @@ from harness.bench.matrix import DATA, DATA_SHAPE, PresetPart, WorkloadSpec, gri
 from harness.config import RunConfig
 from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
-from harness.models import Model
+from harness.models import Model, Workspace, workspace_for
 from harness.options import Option
 from harness.seeding import rng_for
 from harness.workloads import workload
@@ -39,11 +40,41 @@ class Microbatch:
     rows: np.ndarray
 
 
-def microbatch_grad(task: Microbatch, *, model: Model, params: np.ndarray, x: np.ndarray,
-                    y: np.ndarray, grads: np.ndarray) -> float:
-    """Runs in a worker: write this microbatch's summed gradient into grads[index]."""
-    loss, _ = model.loss_and_grad(params, x[task.rows], y[task.rows], out=grads[task.index])
-    return loss
+class MicrobatchGrad:
+    """The task function: write a microbatch's summed gradient into grads[index], return its loss.
+
+    Each worker thread builds its own workspace on first use (private views of the parameters
+    and of every gradient row, private scratch) and keeps it for the whole run; a process worker
+    gets a fresh copy of this object with each map, so it builds one per step.
+    """
+
+    def __init__(self, model: Model, params: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 grads: np.ndarray, rows: int) -> None:
+        self.model, self.params, self.grads, self.rows = model, params, grads, rows
+        self.x, self.y = x, y
+        self._local = threading.local()
+
+    def __call__(self, task: Microbatch) -> float:
+        try:
+            work, outs, x, y = self._local.work
+        except AttributeError:
+            work, outs, x, y = self._local.work = self._workspace()
+        work.load(x, y, task.rows)
+        return work.loss_and_grad(outs[task.index])
+
+    def _workspace(self) -> tuple[Workspace, list[Any], np.ndarray, np.ndarray]:
+        """This thread's workspace, gradient-row outputs and views of the inputs: objects of
+        its own, so in the inner loop only this task object (and its thread-local) and the
+        microbatch list are Python objects that another thread also touches."""
+        work = workspace_for(self.model, self.params, self.rows)
+        return work, [work.bind(row) for row in self.grads], self.x.view(), self.y.view()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}  # workspaces stay home
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
 
 @lru_cache(maxsize=2)
@@ -170,8 +201,8 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     source = (from_loader if config.data else in_memory)(config, strategy, model)
     params = to_shared(strategy, model.init(config.seed))
     grads = strategy.shared_array((config.microbatches, model.size))
-    task = partial(microbatch_grad, model=model, params=params, grads=grads, x=source.x, y=source.y)
-    velocity = np.zeros(model.size)
+    task = MicrobatchGrad(model, params, source.x, source.y, grads, config.microbatch_size)
+    velocity, step = np.zeros(model.size), np.empty(model.size)
     losses: list[float] = []
 
     start = time.perf_counter()
@@ -179,8 +210,11 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
         for _, microbatches in zip(range(config.steps), source.steps):
             batch_losses = strategy.map(task, microbatches)
             losses.append(sum(batch_losses) / config.batch)  # Python floats, summed in task order
-            velocity = config.momentum * velocity + strategy.sum_rows(grads) / config.batch
-            params -= config.lr * velocity
+            # velocity = momentum * velocity + sum / batch; params -= lr * velocity (in place)
+            mean_grad = np.divide(strategy.sum_rows(grads), config.batch, out=step)
+            np.multiply(velocity, config.momentum, out=velocity)
+            np.add(velocity, mean_grad, out=velocity)
+            params -= np.multiply(velocity, config.lr, out=step)
     finally:
         if source.feed is not None:
             source.feed.close()  # stop the prefetch, also when a step fails
