@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import signal
 import sys
 from typing import Any, Callable, NoReturn
 
-from harness import HarnessError
+from harness import HarnessError, jsonout
+
+# A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
+# would fail as "expected one argument" instead of naming what is wrong with the value.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports bad input as ONE line `error: ...` and exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {message}", file=sys.stderr)
@@ -47,6 +55,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hostfile", help="an MPI hostfile, as mpiexec -f (mpi)")
     p.add_argument("--threads-per-rank", type=int, help="threads inside each rank (mpi)")
     p.add_argument("--reduce", help="ordered | allreduce (mpi data-parallel)")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="allow more than 4 workers per usable CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -57,12 +67,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.memory import check_run
     from harness.runner import execute, summary_line
 
     def show(result: dict[str, Any]) -> None:
-        print(json.dumps(result, indent=2) if args.json else summary_line(result))
+        print(jsonout.dumps(result, indent=2) if args.json else summary_line(result))
 
     config = config_from_args(args)
+    check_run(config)  # workers bound and memory estimate, before anything is allocated
     if config.strategy == "mpi":  # ranks are processes of their own: launch them, or be one
         from harness.mpi.launch import run_mpi
         return run_mpi(config, args, show)
@@ -89,7 +101,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.data.shards import data_command
     summary = data_command(args)
-    print(json.dumps(summary, indent=2) if args.json else summary["message"])
+    print(jsonout.dumps(summary, indent=2) if args.json else summary["message"])
     return 0
 
 
@@ -100,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = {"workloads": [{"name": n, "description": d} for n, d in sorted(DESCRIPTIONS.items())],
             "strategies": [strategy_row(cls) for _, cls in sorted(REGISTRY.items())]}
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(jsonout.dumps(rows, indent=2))
         return 0
     print("workloads:")
     for w in rows["workloads"]:
@@ -123,7 +135,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     from harness.envinfo import environment
     env = environment()
     if args.json:
-        print(json.dumps(env, indent=2))
+        print(jsonout.dumps(env, indent=2))
         return 0
     interp, cpu, blas = env["interpreter"], env["cpu"], env["numpy"]["blas"]
     print(f"interpreter: {interp['name']} {interp['version']} gil_enabled={interp['gil_enabled']} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -78,6 +79,7 @@ class RunConfig:
     hostfile: str | None = None
     threads_per_rank: int = 1
     reduce: str = "ordered"
+    force: bool = False  # allow more workers than the machine's bound (harness.memory)
 
     def __post_init__(self) -> None:
         for name in ("workers", "steps", "batch", "microbatches", "updates", "epochs", "prefetch",
@@ -85,12 +87,12 @@ class RunConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, f"{name}={value!r} must be an integer >= 1")
         # only data-parallel cuts its batch into microbatches; the others take any batch
-        _require(self.workload != "data-parallel" or self.batch % self.microbatches == 0,
-                 f"microbatches={self.microbatches} must divide batch={self.batch} "
-                 f"(divisors of {self.batch}: {', '.join(map(str, divisors(self.batch)))})")
+        if self.workload == "data-parallel" and self.batch % self.microbatches:
+            raise HarnessError(divide_message(self.batch, self.microbatches))
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
-        _require(self.lr > 0, f"lr={self.lr} must be > 0")
-        _require(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
+        _require(math.isfinite(self.lr) and self.lr > 0, f"lr={self.lr} must be > 0 and finite")
+        _require(math.isfinite(self.momentum) and 0 <= self.momentum < 1,
+                 f"momentum={self.momentum} must be in [0, 1)")
         _require(self.train_samples >= self.batch,
                  f"train_samples={self.train_samples} must be >= batch={self.batch}")
         _require(self.test_samples >= 1, f"test_samples={self.test_samples} must be >= 1")
@@ -147,5 +149,10 @@ def run_options(fields: Mapping[str, Any]) -> list[str]:
     return options
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def divide_message(batch: int, microbatches: int) -> str:
+    """The nearest valid values, in O(log) of the sizes: never a list of every divisor (a batch
+    of 10**12 would take hours to factor that way)."""
+    below = batch - batch % microbatches
+    batches = " or ".join(str(b) for b in (below, below + microbatches) if b >= 1)
+    return (f"microbatches={microbatches} must divide batch={batch}: e.g. --batch {batches}, "
+            f"or --microbatches {math.gcd(batch, microbatches)}")
