@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 
@@ -82,6 +83,9 @@ class ShardSet:
         shard, root = self.shards[index], Path(self.root)
         images = mapped(root / shard.images.name, shard.images.size, shard.images.sha256)
         labels = mapped(root / shard.labels.name, shard.labels.size, shard.labels.sha256)
+        if labels.size and int(labels.max()) >= self.classes:  # a lying `classes`: IndexError later
+            raise HarnessError(f"shard {root / shard.labels.name} holds label {int(labels.max())}, "
+                               f"but {root / MANIFEST} says classes={self.classes}")
         return images.reshape(shard.samples, *self.shape), labels
 
 
@@ -132,18 +136,23 @@ def file_sha256(path: Path) -> str:
 def open_shards(root: str | Path) -> ShardSet:
     """Read and validate the manifest of a `data make` folder and check every file's size."""
     root = Path(root)
-    manifest = read_manifest(root)
-    try:
-        shards = tuple(_shard(entry) for entry in manifest["shards"])
-        shape = tuple(int(n) for n in manifest["shape"])
-        found = ShardSet(str(root), shape, int(manifest["classes"]), int(manifest["shard_size"]), shards)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc})") from None
+    manifest = Fields(root / MANIFEST, read_manifest(root))
+    found = ShardSet(str(root), manifest.shape("shape"), manifest.integer("classes", 2, 256),
+                     manifest.integer("shard_size", 1),
+                     tuple(_shard(manifest, i) for i in range(manifest.count("shards"))))
+    _check_layout(found, manifest.integer("samples", 1))
     for shard in found.shards:
-        check_size(root / shard.images.name, shard.images.size)
-        check_size(root / shard.labels.name, shard.labels.size)
-    _check_layout(found, int(manifest["samples"]))
+        for file in (shard.images, shard.labels):
+            _check_confined(root, file.name)
+            check_size(root / file.name, file.size)
     return found
+
+
+def _check_confined(root: Path, name: str) -> None:
+    """A shard is a file of the set's own folder, also after symlinks are followed."""
+    real = Path(os.path.realpath(root / name))
+    if real.parent != Path(os.path.realpath(root)):
+        raise HarnessError(f"{root / MANIFEST}: shard {name} leads to {real}, outside {root}")
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -155,17 +164,80 @@ def read_manifest(root: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise HarnessError(f"{root} has no {MANIFEST}: not a complete `data make` folder "
                            "(an interrupted one never gets a manifest)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise HarnessError(f"{path} is unreadable ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise HarnessError(f"{path} is not a {FORMAT} version {VERSION} manifest")
     return manifest
 
 
-def _shard(entry: dict[str, Any]) -> Shard:
-    files = [ShardFile(entry[k]["name"], int(entry[k]["size"]), str(entry[k]["sha256"]))
+class Fields:
+    """Typed reads of a manifest's fields by dotted name; any bad value is one HarnessError
+    naming the file, the field and what is accepted (a damaged file never reaches NumPy)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path, self.manifest = path, manifest
+
+    def get(self, name: str) -> Any:
+        value: Any = self.manifest
+        for key in name.split("."):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            else:
+                self.fail(name, "is missing", None)
+        return value
+
+    def fail(self, name: str, problem: str, value: Any) -> NoReturn:
+        shown = "" if problem == "is missing" else f" = {_short(value)}"
+        raise HarnessError(f"{self.path} is malformed: {name}{shown} {problem}")
+
+    def integer(self, name: str, least: int, most: int | None = None) -> int:
+        value = self.get(name)  # bool is an int to Python, not to a manifest
+        if type(value) is not int or value < least or (most is not None and value > most):
+            bound = f">= {least}" if most is None else f"in [{least}, {most}]"
+            self.fail(name, f"must be an integer {bound}", value)
+        return value
+
+    def shape(self, name: str) -> tuple[int, int]:
+        value = self.get(name)
+        if not isinstance(value, list) or len(value) != 2:
+            self.fail(name, "must be [height, width]", value)
+        return self.integer(f"{name}.0", 1), self.integer(f"{name}.1", 1)
+
+    def count(self, name: str) -> int:
+        value = self.get(name)
+        if not isinstance(value, list) or not value:
+            self.fail(name, "must be a non-empty list", value)
+        return len(value)
+
+    def file_name(self, name: str) -> str:
+        """A plain name inside the set's folder: no separator, no `..`, no absolute path."""
+        value = self.get(name)
+        if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
+                or "\0" in value):
+            self.fail(name, "must be a file name inside the set's folder", value)
+        return value
+
+    def sha256(self, name: str) -> str:
+        value = self.get(name)
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+            self.fail(name, "must be 64 lowercase hex digits", value)
+        return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _shard(manifest: Fields, index: int) -> Shard:
+    prefix = f"shards.{index}"
+    files = [ShardFile(manifest.file_name(f"{prefix}.{k}.name"), manifest.integer(f"{prefix}.{k}.size", 0),
+                       manifest.sha256(f"{prefix}.{k}.sha256"))
              for k in ("images", "labels")]
-    return Shard(files[0], files[1], int(entry["samples"]))
+    return Shard(files[0], files[1], manifest.integer(f"{prefix}.samples", 1))
 
 
 def _check_layout(found: ShardSet, samples: int) -> None:
@@ -176,7 +248,7 @@ def _check_layout(found: ShardSet, samples: int) -> None:
         if not full or shard.images.size != shard.samples * pixels or shard.labels.size != shard.samples:
             raise HarnessError(f"{Path(found.root) / MANIFEST}: shard {i} ({shard.images.name}) does not "
                                f"match shard_size={found.shard_size} and shape={found.shape}")
-    if found.samples != samples or samples < 1:
+    if found.samples != samples:
         raise HarnessError(f"{Path(found.root) / MANIFEST}: shards hold {found.samples} samples, "
                            f"the manifest says {samples}")
 
