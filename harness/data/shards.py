@@ -12,6 +12,7 @@ workers, in parallel, and corrupted bytes are never delivered).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,9 +27,13 @@ from typing import Any, Iterator, NoReturn
 import numpy as np
 
 from harness import HarnessError
+from harness.atomic import check_output_folder, older_than_a_day, reap, sync_folder
+from harness.memory import FLOAT, require_disk, require_memory
 from harness.seeding import rng_for
 
 MANIFEST = "manifest.json"
+PARTIAL = re.compile(r"\..+\.partial-[0-9a-f]{8}")  # a set being made (see make_shards)
+SHARD_FILE = re.compile(r"shard-\d{5,}\.(images|labels)\.u8|manifest\.json")
 FORMAT = "ft-harness-shards"
 VERSION = 1
 TEMPLATE_DOMAIN = 10  # SeedSequence keys of this module (data.py uses 2-3, model.py 1, data_parallel.py 4)
@@ -268,8 +273,9 @@ def parse_shape(text: str) -> tuple[int, int]:
 def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], classes: int, seed: int,
                 shard_size: int) -> dict[str, Any]:
     """Write a set atomically: a temporary sibling folder, fsync'd, then renamed to `root`."""
-    root = Path(root)
-    _check_make(root, samples, classes, seed, shard_size)
+    root = Path(os.path.abspath(root))  # `.` or `` would name no sibling to build in
+    _check_make(root, samples, shape, classes, seed, shard_size)
+    reap_partials(root.parent)
     temp = root.parent / f".{root.name}.partial-{uuid.uuid4().hex[:8]}"
     temp.mkdir(parents=True)
     try:
@@ -278,29 +284,56 @@ def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], class
                     "classes": classes, "seed": seed, "shard_size": shard_size, "dtype": "uint8",
                     "shards": shards}
         _write_synced(temp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: the seal
-        _fsync_dir(temp)
+        sync_folder(temp)
         _rename_into_place(temp, root)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    except OSError as exc:  # full disk, file-size limit, permissions: the set is not made
+        raise HarnessError(f"cannot write the set in {root}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # gone after a successful rename
     return manifest
 
 
-def _check_make(root: Path, samples: int, classes: int, seed: int, shard_size: int) -> None:
+def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
+                shard_size: int) -> None:
+    """Every option, the output folder and the memory and disk the set needs: before any work."""
     for name, value, least in (("samples", samples, 1), ("shard_size", shard_size, 1), ("seed", seed, 0)):
         if value < least:
             raise HarnessError(f"{name}={value} must be >= {least}")
     if not 2 <= classes <= 256:
         raise HarnessError(f"{classes=} must be in [2, 256] (labels are stored as uint8)")
+    if root == Path.cwd():
+        raise HarnessError(f"--dir {root} is the current folder; give the new set a folder of its own")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise HarnessError(f"{root} already exists and is not an empty folder; remove it or pick another --dir")
+    check_output_folder(root.parent, "--dir")
+    pixels = shape[0] * shape[1]
+    require_memory({"class templates": 3 * FLOAT * BLOBS * classes * pixels,
+                    "chunks": 4 * FLOAT * CHUNK * pixels,
+                    "one shard": 2 * min(samples, shard_size) * (pixels + 1)},
+                   "lower --shape, --classes or --shard-size")
+    require_disk(root.parent, samples * (pixels + 1), "lower --samples or --shape, or pick another --dir")
 
 
 def _rename_into_place(temp: Path, root: Path) -> None:
-    if root.is_dir():
-        root.rmdir()  # empty (checked): rename cannot replace a folder that has files
-    os.rename(temp, root)
-    _fsync_dir(root.parent)
+    """rename(2) replaces an empty folder and fails on one with files: a concurrent `data make`
+    that finished first keeps its set, and this one says so."""
+    try:
+        os.rename(temp, root)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise HarnessError(f"{root} was filled while this set was being made (another "
+                               "`data make`?); it is left as it is") from None
+        raise
+    sync_folder(root.parent)
+
+
+def reap_partials(folder: Path) -> None:
+    """Remove what a killed `data make` left in `folder`: a `.NAME.partial-XXXXXXXX` folder older
+    than a day holding only shard files (an interrupt cleans up; SIGKILL cannot)."""
+    for path in folder.glob(".*.partial-*"):
+        if (PARTIAL.fullmatch(path.name) and path.is_dir() and older_than_a_day(path)
+                and all(SHARD_FILE.fullmatch(p.name) for p in path.iterdir())):
+            reap(path, "left more than a day ago by a `data make` that was killed")
 
 
 def _write_shards(temp: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
@@ -325,15 +358,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """A rename or a new file is durable only once its folder is synced."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 Chunk = tuple[np.ndarray, np.ndarray]
