@@ -12,7 +12,8 @@ from harness import HarnessError, jsonout
 
 # A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
 # would fail as "expected one argument" instead of naming what is wrong with the value.
-NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                             re.IGNORECASE)
 
 
 class Parser(argparse.ArgumentParser):

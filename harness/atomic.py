@@ -68,7 +68,7 @@ def nearest_existing(path: Path) -> Path:
 
 
 def check_writable_parent(path: Path, option: str) -> None:
-    """Where `path` would be created: the nearest existing ancestor must be a folder we may write."""
+    """Where `path` would be created: its nearest existing ancestor is a folder we may write."""
     base = nearest_existing(path.parent)
     if not base.is_dir():
         raise HarnessError(f"{option} {path}: {base} is a file, so nothing can be created under it")
@@ -81,7 +81,8 @@ def check_output_file(path: Path, option: str) -> None:
     if path.name in ("", ".", ".."):
         raise HarnessError(f"{option} {str(path)!r} names a folder; give a file name")
     if path.is_dir():
-        raise HarnessError(f"{option} {path} is a folder; give a file name (e.g. {path / 'raw.json'})")
+        raise HarnessError(f"{option} {path} is a folder; give a file name "
+                           f"(e.g. {path / 'raw.json'})")
     check_writable_parent(path, option)
 
 

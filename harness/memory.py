@@ -61,11 +61,11 @@ def check_run(config: RunConfig) -> None:
     """The worker bound (unless --force) and the memory estimate, both before any allocation."""
     usable = usable_cpus()
     if config.workers > WORKERS_PER_CPU * usable and not config.force:
-        raise HarnessError(f"workers={config.workers} is more than {WORKERS_PER_CPU} per usable CPU "
-                           f"({usable} usable: at most {WORKERS_PER_CPU * usable}); "
+        raise HarnessError(f"workers={config.workers} is more than {WORKERS_PER_CPU} per usable "
+                           f"CPU ({usable} usable: at most {WORKERS_PER_CPU * usable}); "
                            "pass --force to run anyway")
-    require_memory(run_estimate(config),
-                   "lower --train-samples, --test-samples, --model, --batch, --prefetch or --workers")
+    require_memory(run_estimate(config), "lower --train-samples, --test-samples, --model, "
+                                         "--batch, --prefetch or --workers")
 
 
 def usable_cpus() -> int:

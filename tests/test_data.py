@@ -86,7 +86,8 @@ def idx_bytes(code: int, dims: tuple[int, ...], payload: bytes = b"") -> bytes:
     ((0, 28, 28), r"shape \(0, 28, 28\) holds no samples"),
     ((), r"shape \(\) holds no samples"),
 ])
-def test_hostile_idx_headers_are_refused(tmp_path: Path, dims: tuple[int, ...], message: str) -> None:
+def test_hostile_idx_headers_are_refused(tmp_path: Path, dims: tuple[int, ...],
+                                         message: str) -> None:
     path = tmp_path / "h.idx"
     path.write_bytes(idx_bytes(0x08, dims, b"\0" * 16))
     with pytest.raises(HarnessError, match=message) as info:
@@ -107,5 +108,5 @@ def test_a_truncated_gzip_is_one_error(tmp_path: Path) -> None:
 
 def test_a_file_longer_than_its_header_says_is_refused(tmp_path: Path) -> None:
     (tmp_path / "long.idx").write_bytes(idx_bytes(0x08, (2, 2), b"\0" * 5))
-    with pytest.raises(HarnessError, match=r"long\.idx: more than 16 bytes but shape \(2, 2\) needs 16"):
+    with pytest.raises(HarnessError, match=r"long\.idx: more than 16 bytes but shape \(2, 2\) needs"):
         read_idx(tmp_path / "long.idx")

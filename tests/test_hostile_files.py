@@ -18,7 +18,6 @@ import pytest
 from harness import HarnessError
 from harness.data import shards
 from harness.data.shards import MANIFEST, make_shards
-from harness.report import summary as report_summary
 from harness.report.summary import report_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +31,8 @@ def raw_file(path: Path, config: str = "cp313", **overrides: Any) -> Path:
         meta = {"name": f"data-parallel/{strategy}/w{workers}/tiny", "unit": "second",
                 "ft_config": config, "ft_workload": "data-parallel", "ft_strategy": strategy,
                 "ft_workers": workers, "ft_model": "tiny", "ft_unit": "sample", "hostname": "h",
-                "ft_run_config": json.dumps({"threads_per_rank": 1, "seed": 0}), "ft_preset": "smoke"}
+                "ft_run_config": json.dumps({"threads_per_rank": 1, "seed": 0}),
+                "ft_preset": "smoke"}
         meta.update(overrides)
         values = [1e-6 / workers * (1 + i / 100) for i in range(3)]
         runs = [pyperf.Run(values, metadata=meta, collect_metadata=False) for _ in range(2)]
@@ -46,8 +46,8 @@ def harness(*args: str, limits: dict[int, int] | None = None,
     def apply() -> None:
         for which, value in (limits or {}).items():
             resource.setrlimit(which, (value, value))
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, preexec_fn=apply,
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, check=False,
+                          capture_output=True, text=True, timeout=300, preexec_fn=apply,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -62,7 +62,7 @@ def hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*"))
 
 
-# ---- raw bench files ------------------------------------------------------------------------------
+# ---- raw bench files -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["[]", "null", '"x"', "{}", '{"version": "1.0", "benchmarks": 3}',
                                   '{"version": "1.0", "benchmarks": [{"runs": 1}]}', ""])
@@ -122,7 +122,8 @@ def test_report_output_paths_are_checked_before_any_work(tmp_path: Path) -> None
     assert (empty / "REPORT.md").exists() and hidden(empty) == []
 
 
-def test_files_added_while_rendering_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_added_while_rendering_are_kept(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The old swap renamed a whole new folder over the old one: a file written into the folder
     meanwhile (say, by another program) was deleted with it."""
     raw, out = raw_file(tmp_path / "raw.json"), tmp_path / "out"
@@ -185,7 +186,7 @@ def test_a_killed_reports_temporary_folder_is_reaped(tmp_path: Path,
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_earlier_report(tmp_path: Path) -> None:
-    """RLIMIT_FSIZE makes writes past 4 KiB fail with EFBIG, as a full disk fails them with ENOSPC."""
+    """RLIMIT_FSIZE makes writes past 4 KiB fail with EFBIG, as a full disk does with ENOSPC."""
     raw, out = raw_file(tmp_path / "raw.json"), tmp_path / "out"
     report_command([str(raw)], str(out))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -198,7 +199,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_report(tmp_path: Path) -
     assert not (tmp_path / "new").exists()
 
 
-# ---- data make ------------------------------------------------------------------------------------
+# ---- data make -------------------------------------------------------------------------------
 
 def make(root: Path, samples: int = 20) -> dict[str, Any]:
     return make_shards(root, samples=samples, shape=(8, 8), classes=4, seed=1, shard_size=8)
@@ -206,8 +207,8 @@ def make(root: Path, samples: int = 20) -> dict[str, Any]:
 
 @pytest.mark.parametrize("where", ["", "."])
 def test_data_make_into_the_current_folder_is_refused_first(tmp_path: Path, where: str) -> None:
-    message = one_line_error(harness("data", "make", "--dir", where, "--samples", "10", "--seed", "1",
-                                     cwd=tmp_path))
+    message = one_line_error(harness("data", "make", "--dir", where, "--samples", "10",
+                                     "--seed", "1", cwd=tmp_path))
     assert "is the current folder" in message and list(tmp_path.iterdir()) == []
 
 
@@ -246,8 +247,9 @@ def test_a_full_disk_during_data_make_is_one_line_and_leaves_nothing(tmp_path: P
 
 def test_stale_partial_folders_are_reaped_with_a_note(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """What a SIGKILLed `data make` leaves: reaped once older than a day, if it holds only shards."""
-    old, fresh, foreign = (tmp_path / f".set.partial-{tag}" for tag in ("0123abcd", "4567abcd", "89abcdef"))
+    """What a SIGKILLed `data make` leaves: reaped once a day old, if it holds only shards."""
+    old, fresh, foreign = (tmp_path / f".set.partial-{tag}"
+                           for tag in ("0123abcd", "4567abcd", "89abcdef"))
     for folder in (old, fresh, foreign):
         folder.mkdir()
         (folder / "shard-00000.images.u8").write_bytes(b"\0" * 64)
@@ -261,12 +263,13 @@ def test_stale_partial_folders_are_reaped_with_a_note(tmp_path: Path,
     assert (tmp_path / "other" / MANIFEST).exists()
 
 
-# ---- bench --out ----------------------------------------------------------------------------------
+# ---- bench --out -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["folder", "under a file"])
 def test_bench_out_is_checked_before_the_matrix_runs(tmp_path: Path, kind: str) -> None:
     (tmp_path / "file").write_text("x")
     out = tmp_path if kind == "folder" else tmp_path / "file" / "raw.json"
-    proc = harness("bench", "--preset", "smoke", "--out", str(out), "--data-dir", str(tmp_path / "d"))
+    proc = harness("bench", "--preset", "smoke", "--out", str(out),
+                   "--data-dir", str(tmp_path / "d"))
     message = one_line_error(proc)
     assert f"--out {out}" in message and "[1/" not in proc.stdout  # no cell was measured

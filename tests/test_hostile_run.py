@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, check=False,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -42,8 +42,8 @@ def test_a_huge_batch_is_validated_at_once() -> None:
             "RunConfig(batch=10**15, microbatches=16, train_samples=10**15)\n"
             "try:\n    RunConfig(batch=10**15 + 1, microbatches=16, train_samples=10**16)\n"
             "except Exception as exc:\n    print(exc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={"PYTHONPATH": str(ROOT)})
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert "microbatches=16 must divide batch=1000000000000001" in proc.stdout
 
@@ -103,7 +103,8 @@ def test_a_diverging_run_prints_strict_json_with_nulls_and_reasons() -> None:
 ])
 def test_runs_that_cannot_fit_are_refused_with_the_figure(args: list[str], part: str) -> None:
     line = one_line_error(harness("run", *args))
-    assert re.search(r"needs about [\d.]+ GiB of memory \(.*" + part + r" [\d.]+ [GMK]iB", line), line
+    figure = r"needs about [\d.]+ GiB of memory \(.*" + part + r" [\d.]+ [GMK]iB"
+    assert re.search(figure, line), line
     assert re.search(r"but [\d.]+ [GMK]?i?B is available", line), line
 
 

@@ -239,7 +239,8 @@ def _short(value: Any) -> str:
 
 def _shard(manifest: Fields, index: int) -> Shard:
     prefix = f"shards.{index}"
-    files = [ShardFile(manifest.file_name(f"{prefix}.{k}.name"), manifest.integer(f"{prefix}.{k}.size", 0),
+    files = [ShardFile(manifest.file_name(f"{prefix}.{k}.name"),
+                       manifest.integer(f"{prefix}.{k}.size", 0),
                        manifest.sha256(f"{prefix}.{k}.sha256"))
              for k in ("images", "labels")]
     return Shard(files[0], files[1], manifest.integer(f"{prefix}.samples", 1))
@@ -302,7 +303,7 @@ def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, 
     if not 2 <= classes <= 256:
         raise HarnessError(f"{classes=} must be in [2, 256] (labels are stored as uint8)")
     if root == Path.cwd():
-        raise HarnessError(f"--dir {root} is the current folder; give the new set a folder of its own")
+        raise HarnessError(f"--dir {root} is the current folder; give the set a folder of its own")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise HarnessError(f"{root} already exists and is not an empty folder; remove it or pick another --dir")
     check_output_folder(root.parent, "--dir")
@@ -311,7 +312,8 @@ def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, 
                     "chunks": 4 * FLOAT * CHUNK * pixels,
                     "one shard": 2 * min(samples, shard_size) * (pixels + 1)},
                    "lower --shape, --classes or --shard-size")
-    require_disk(root.parent, samples * (pixels + 1), "lower --samples or --shape, or pick another --dir")
+    require_disk(root.parent, samples * (pixels + 1),
+                 "lower --samples or --shape, or pick another --dir")
 
 
 def _rename_into_place(temp: Path, root: Path) -> None:

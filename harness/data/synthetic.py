@@ -69,8 +69,9 @@ def read_idx(path: str | Path) -> np.ndarray:
             expected = math.prod(shape) * dtype.itemsize
             require_memory({"IDX data": 2 * expected}, f"{path} is too large for this machine")
             raw = f.read(expected + 1)  # one byte more tells a too-long file
-    except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz is EOFError; BadGzipFile is OSError
-        raise HarnessError(f"cannot read IDX file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz: EOFError; a bad one: OSError
+        reason = getattr(exc, "strerror", None) or exc
+        raise HarnessError(f"cannot read IDX file {path}: {reason}") from None
     if len(raw) != expected:
         header = 4 + 4 * len(shape)
         found = f"more than {header + expected}" if len(raw) > expected else str(header + len(raw))
@@ -85,7 +86,8 @@ def _idx_header(path: Path, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     ndim = magic[3]
     dims = f.read(4 * ndim)
     if len(dims) < 4 * ndim:
-        raise HarnessError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, need {4 + 4 * ndim})")
+        raise HarnessError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, "
+                           f"need {4 + 4 * ndim})")
     shape = struct.unpack(f">{ndim}I", dims)
     if ndim == 0 or 0 in shape:
         raise HarnessError(f"{path}: IDX shape {shape} holds no samples")

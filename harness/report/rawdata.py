@@ -105,14 +105,16 @@ def read_suite(path: str) -> pyperf.BenchmarkSuite:
         raise HarnessError(f"{path}: not a pyperf JSON file (it must hold one JSON object)")
     try:
         return pyperf.BenchmarkSuite.load(path)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError) as exc:
         raise HarnessError(f"{path}: not a readable pyperf JSON file ({type(exc).__name__}: "
                            f"{str(exc)[:200]})") from None
 
 
 NAME = re.compile(r"[A-Za-z0-9_.+:=-]*")  # cell fields name plot files: no separators, no NUL
 RUN_FACTS: dict[str, tuple[type, ...]] = {  # per-run facts the report reads, and their types
-    "ft_digest": (str,), "ft_bitwise": (bool,), "ft_gil_enabled": (bool,), "ft_blas_threads": (int,),
+    "ft_digest": (str,), "ft_bitwise": (bool,), "ft_gil_enabled": (bool,),
+    "ft_blas_threads": (int,),
     "ft_lost_updates": (int,), "ft_lost_fraction": (int, float), "ft_peak_rss_mb": (int, float),
     "ft_stall_fraction": (int, float), "ft_time_to_first_batch_s": (int, float)}
 
@@ -137,8 +139,9 @@ def check_benchmark(path: str, bench: pyperf.Benchmark) -> None:
     selection = _json_object(meta.get("ft_selection", "{}"))
     if selection is None or not all(isinstance(v, list) for v in selection.values()):
         fail("ft_selection", meta.get("ft_selection"), "must be a JSON object of lists")
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in bench.get_values()):
-        fail("values", bench.get_values(), "must all be finite numbers > 0 (seconds per unit)")
+    values = bench.get_values()
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        fail("values", values, "must all be finite numbers > 0 (seconds per unit)")
     for run in bench.get_runs():
         for key, value in run.get_metadata().items():
             if key in RUN_FACTS and not _fact_ok(value, RUN_FACTS[key]):

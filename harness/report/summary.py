@@ -325,7 +325,8 @@ def write_report(summary: dict[str, Any], target: Path) -> None:
     try:
         temp.mkdir(parents=True)
         summary["plots"], summary["plots_note"] = render_plots(summary, temp)
-        (temp / "summary.json").write_text(jsonout.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+        text = jsonout.dumps(summary, indent=1, ensure_ascii=False)
+        (temp / "summary.json").write_text(text + "\n")
         (temp / "REPORT.md").write_text(render_markdown(summary))
         for name in [*summary["plots"], "summary.json", "REPORT.md"]:
             sync_file(temp / name)
@@ -334,7 +335,8 @@ def write_report(summary: dict[str, Any], target: Path) -> None:
             (target / name).unlink(missing_ok=True)
         sync_folder(target)
     except OSError as exc:  # full disk, file-size limit, a folder made read-only meanwhile
-        raise HarnessError(f"cannot write the report into {target}: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise HarnessError(f"cannot write the report into {target}: {reason}") from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
