@@ -66,8 +66,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with _open(path) as f:
             shape, dtype = _idx_header(path, f)
-            expected = math.prod(shape) * dtype.itemsize
-            require_memory({"IDX data": 2 * expected}, f"{path} is too large for this machine")
+            count = math.prod(shape)
+            expected = count * dtype.itemsize
+            # the bytes, and the int64/float64 copy that every caller makes of them
+            require_memory({"IDX data": expected + 8 * count},
+                           f"{path} is too large for this machine")
             raw = f.read(expected + 1)  # one byte more tells a too-long file
     except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz: EOFError; a bad one: OSError
         reason = getattr(exc, "strerror", None) or exc
