@@ -125,3 +125,15 @@ def test_workers_have_an_upper_bound_unless_forced() -> None:
     forced = harness("run", "--workers", str(bound + 1), "--force", "--strategy", "threads",
                      "--steps", "1", "--batch", "64", "--microbatches", "16")
     assert forced.returncode == 0, forced.stderr
+
+
+@pytest.mark.parametrize(("args", "resource"), [
+    (["--shape", "100000x100000", "--samples", "10"], "memory"),  # an _ArrayMemoryError before
+    (["--samples", str(10**13)], "disk"),  # would have written until the disk was full
+])
+def test_data_make_that_cannot_fit_is_refused_first(tmp_path: Path, args: list[str],
+                                                   resource: str) -> None:
+    line = one_line_error(harness("data", "make", "--dir", str(tmp_path / "set"), "--seed", "1",
+                                  *args))
+    assert re.search(rf"needs about [\d.]+ GiB of {resource}", line), line
+    assert list(tmp_path.iterdir()) == []
