@@ -29,9 +29,9 @@ from harness.data.shards import MANIFEST, make_shards
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 4 * 2**30  # RLIMIT_AS of every fuzzed process
 HANG_S = 60  # a hang detector, not a speed test: an accepted command line takes ~1 s
-EXAMPLES = 70  # per command: 3 x 70 in-process plus the subprocess sample, >= 200 in all
+EXAMPLES = 70  # distinct command lines per command: 3 x 70 in-process + the sample, >= 200 in all
 OK_STATUS = {0, 2, 130}
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+FUZZ = settings(max_examples=2 * EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
@@ -215,11 +215,17 @@ def check(argv: list[str], answer: dict[str, Any]) -> None:
 @pytest.mark.parametrize("command", [run_argv, data_make_argv, report_argv])
 def test_fuzzed_command_lines_end_in_one_line(command: Any, scratch: Scratch,
                                               worker: Worker) -> None:
-    @FUZZ
+    seen: set[str] = set()
+
+    @FUZZ  # stops once EXAMPLES distinct command lines have passed (or at 2 x EXAMPLES draws)
     @given(command(scratch))
     def one(argv: list[str]) -> None:
+        if len(seen) >= EXAMPLES:
+            return
+        seen.add(json.dumps(argv))
         check(argv, worker.run(argv))
     one()
+    assert len(seen) >= EXAMPLES  # Hypothesis may draw one command line twice: count distinct ones
 
 
 SAMPLE = [  # real subprocesses: the hostile values of issue 12, and the strategies left out above
