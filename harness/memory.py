@@ -59,7 +59,12 @@ def _shares_memory(strategy: str) -> bool:
 
 
 def check_run(config: RunConfig) -> None:
-    """The worker bound (unless --force) and the memory estimate, both before any allocation."""
+    """The worker bound (unless --force) and the memory estimate, both before any allocation.
+    Not inside an MPI rank: the launcher checked the whole job, and ranks that each refused on
+    their own (as the others allocate) would fail a job that fits."""
+    from harness.mpi.launch import in_mpi_job
+    if in_mpi_job():
+        return
     usable = usable_cpus()
     if config.workers > WORKERS_PER_CPU * usable and not config.force:
         raise HarnessError(f"workers={config.workers} is more than {WORKERS_PER_CPU} per usable "

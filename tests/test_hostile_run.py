@@ -137,3 +137,13 @@ def test_data_make_that_cannot_fit_is_refused_first(tmp_path: Path, args: list[s
                                   *args))
     assert re.search(rf"needs about [\d.]+ GiB of {resource}", line), line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_mpi_job_is_checked_once_by_its_launcher_for_all_ranks() -> None:
+    """Every rank holds its own copy of the data: two ranks of 1.2 GiB each count twice."""
+    one = run_estimate(RunConfig(strategy="mpi", workers=1, train_samples=10**6))["data"]
+    two = run_estimate(RunConfig(strategy="mpi", workers=2, train_samples=10**6))["data"]
+    assert two == 2 * one
+    line = one_line_error(harness("run", "--strategy", "mpi", "--workers", "2",
+                                  "--train-samples", "1000000000"))
+    assert re.search(r"needs about [\d.]+ GiB of memory \(data [\d.]+ GiB", line), line
