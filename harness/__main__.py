@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import signal
 import sys
 from typing import Any, Callable, NoReturn
 
-from harness import HarnessError, __version__
+from harness import HarnessError, __version__, jsonout
+
+# A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
+# would fail as "expected one argument" instead of naming what is wrong with the value.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                             re.IGNORECASE)
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports bad input as ONE line `error: ...` and exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {message}", file=sys.stderr)
@@ -59,17 +68,19 @@ def config_from_settings(settings: dict[str, Any]) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.memory import check_run
     from harness.runner import execute, summary_line
     from strategies import get_strategy
 
     def show(result: dict[str, Any]) -> None:
-        print(json.dumps(result, indent=2) if args.json else summary_line(result))
+        print(jsonout.dumps(result, indent=2) if args.json else summary_line(result))
 
     config = config_from_args(args)
     strategy = get_strategy(config.strategy)
     if args.trace and strategy.bench_as_job:  # its workers are a job of their own
         raise HarnessError(f"trace={args.trace!r}: --trace does not support strategy "
                            f"{config.strategy!r} yet")
+    check_run(config)  # workers bound and memory estimate, before anything is allocated
     command_line = {**given_settings(args), **({"json": True} if args.json else {})}
     status = strategy.launch(config, command_line, show)
     if status is not None:  # the strategy ran the command its own way (mpi: under mpiexec)
@@ -96,7 +107,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
                                f"drop --{fixed}")
     result = advise(config_from_settings(given), args.budget, quiet=args.json, only=args.strategies)
     written = write(result, args.output) if args.output else []
-    print(json.dumps(result, indent=2) if args.json else text(result))
+    print(jsonout.dumps(result, indent=2) if args.json else text(result))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -130,7 +141,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.data.shards import data_command
     summary = data_command(args)
-    print(json.dumps(summary, indent=2) if args.json else summary["message"])
+    print(jsonout.dumps(summary, indent=2) if args.json else summary["message"])
     return 0
 
 
@@ -138,7 +149,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from harness.plugins import loaded
     rows = plugin_rows()
     if args.json:
-        print(json.dumps({**rows, "plugins": loaded()}, indent=2))
+        print(jsonout.dumps({**rows, "plugins": loaded()}, indent=2))
         return 0
     for kind in ("workloads", "strategies", "models"):
         print(f"{kind}:")
@@ -184,7 +195,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     from harness.envinfo import environment
     env = environment()
     if args.json:
-        print(json.dumps(env, indent=2))
+        print(jsonout.dumps(env, indent=2))
         return 0
     interp, cpu, blas = env["interpreter"], env["cpu"], env["numpy"]["blas"]
     print(f"interpreter: {interp['name']} {interp['version']} gil_enabled={interp['gil_enabled']} "

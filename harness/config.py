@@ -39,6 +39,7 @@ class RunConfig:
     lr: float = _core(0.1, "learning rate (> 0)")
     train_samples: int = _core(8192, "synthetic training rows", 1)
     test_samples: int = _core(1024, "synthetic held-out rows", 1)
+    force: bool = _core(False, "allow more than 4 workers per usable CPU (harness.memory)")
     options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": ""})
 
     def __init__(self, **given: Any) -> None:
@@ -111,7 +112,7 @@ def core_fields() -> list[Any]:
 
 def core_option(core: Any) -> Option:
     """A core field as an Option: the CLI and `list` treat both kinds alike."""
-    kind = {"int": int, "float": float, "str": str}[str(core.type)]
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(core.type)]
     default = None if core.default is MISSING else core.default
     return Option(name=core.name, kind=kind, default=default, help=core.metadata["help"],
                   minimum=core.metadata["minimum"])

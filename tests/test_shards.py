@@ -153,3 +153,84 @@ def test_cli_data_make_and_check(tmp_path: Path) -> None:
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.startswith("error: shard ") and "shard-00003.labels.u8 is corrupted" in failed.stderr
     assert failed.stderr.count("\n") == 1
+
+
+# ---- damaged manifests (issue 12, item 6): every field checked, one line naming file, field ---
+
+DELETE = object()
+
+
+def damaged(root: Path, field: str, value: object) -> None:
+    """Set the manifest's `field` (dotted: `shards.1.images.name`) to `value`, or delete it."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    *path, last = field.split(".")
+    parent = manifest
+    for key in path:
+        parent = parent[int(key)] if isinstance(parent, list) else parent[key]
+    key = int(last) if isinstance(parent, list) else last
+    if value is DELETE:
+        del parent[key]
+    else:
+        parent[key] = value
+    (root / MANIFEST).write_text(json.dumps(manifest))  # NaN is written as NaN, as json allows
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("shape", [-8, 8], "shape.0 = -8 must be an integer >= 1"),
+    ("shape", [64], "shape = [64] must be [height, width]"),
+    ("shape", [2**40, 2**40], "does not match shard_size=5 and shape"),
+    ("samples", float("nan"), "samples = nan must be an integer >= 1"),
+    ("samples", 37.9, "samples = 37.9 must be an integer >= 1"),
+    ("samples", True, "samples = True must be an integer >= 1"),
+    ("classes", 1000, "classes = 1000 must be an integer in [2, 256]"),
+    ("shard_size", "5", "shard_size = '5' must be an integer >= 1"),
+    ("shards", [], "shards = [] must be a non-empty list"),
+    ("shards.0.labels", DELETE, "shards.0.labels.name is missing"),
+    ("shards.1.images.name", "../x", "shards.1.images.name = '../x' must be a file name"),
+    ("shards.1.images.name", "/etc/x", "shards.1.images.name = '/etc/x' must"),
+    ("shards.2.labels.size", -1, "shards.2.labels.size = -1 must be an integer >= 0"),
+    ("shards.0.images.sha256", "x" * 64, "shards.0.images.sha256 = 'xxxxx"),
+])
+def test_every_manifest_field_is_checked(tmp_path: Path, field: str, value: object,
+                                         message: str) -> None:
+    root = make(tmp_path / "set")
+    damaged(root, field, value)
+    with pytest.raises(HarnessError) as info:
+        open_shards(root)
+    text = str(info.value)
+    assert f"{root / MANIFEST} is malformed" in text or f"{root / MANIFEST}:" in text
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_shard_that_is_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    """A plain name can still lead elsewhere through a symlink: the set's files stay its own."""
+    root = make(tmp_path / "set")
+    outside = tmp_path / "elsewhere.u8"
+    (root / "shard-00000.labels.u8").rename(outside)
+    (root / "shard-00000.labels.u8").symlink_to(outside)
+    with pytest.raises(HarnessError, match=r"shard-00000.labels.u8 leads to .*elsewhere.u8, outside"):
+        open_shards(root)
+
+
+def test_a_lying_classes_is_caught_by_check_and_by_the_reader(tmp_path: Path) -> None:
+    """Labels 0-3 with `classes: 2` passed `data check` and the loader, then failed in training
+    with an IndexError; now the first read of a shard compares its labels with `classes`."""
+    root = make(tmp_path / "set")
+    damaged(root, "classes", 2)
+    found = open_shards(root)
+    with pytest.raises(HarnessError, match=r"holds label [23], but .*manifest.json says classes=2"):
+        found.read(np.arange(37))
+    with pytest.raises(HarnessError, match="says classes=2"):
+        check_all(root)
+
+
+def test_training_on_a_lying_set_is_one_line(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.__main__ import main
+    root = make(tmp_path / "set", samples=200)
+    damaged(root, "classes", 2)
+    status = main(["run", "--data", str(root), "--model", "64-8-2", "--batch", "32", "--steps", "2",
+                   "--microbatches", "4"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "says classes=2" in err

@@ -31,6 +31,7 @@ from typing import Any, Callable, NoReturn, Sequence
 import pyperf
 
 from harness import HarnessError
+from harness.atomic import check_output_file, write_with
 from harness.bench import measure
 from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset,
                                   Selection, cli_text, get_preset, plan, spec_for, variant_name)
@@ -225,14 +226,8 @@ def ensure_data(path: str, preset: Preset) -> None:
 
 def write_suite(benchmarks: Sequence[pyperf.Benchmark], out: str) -> None:
     """Temporary file, then rename: a reader (or an interrupted run) never sees half a file."""
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        pyperf.BenchmarkSuite(list(benchmarks)).dump(str(temp), replace=True)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    suite = pyperf.BenchmarkSuite(list(benchmarks))
+    write_with(Path(out), lambda temp: suite.dump(str(temp), replace=True))
 
 
 # ---- the script -----------------------------------------------------------------------------------
@@ -296,6 +291,8 @@ def main(argv: list[str]) -> int:
     if args.worker:
         run_cells(runner, preset, todo, args.data_dir, None)
         return 0
+    if args.out:  # before the matrix runs: a bad path must not cost the whole bench
+        check_output_file(Path(args.out), "--out")
     prepare_manager(runner, args, preset, todo)
     progress = Progress(len(todo.cells))
     benchmarks = run_cells(runner, preset, todo, args.data_dir, progress)

@@ -12,22 +12,28 @@ workers, in parallel, and corrupted bytes are never delivered).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 
 from harness import HarnessError
+from harness.atomic import check_output_folder, older_than_a_day, reap, sync_folder
+from harness.memory import FLOAT, require_disk, require_memory
 from harness.seeding import rng_for
 
 MANIFEST = "manifest.json"
+PARTIAL = re.compile(r"\..+\.partial-[0-9a-f]{8}")  # a set being made (see make_shards)
+SHARD_FILE = re.compile(r"shard-\d{5,}\.(images|labels)\.u8|manifest\.json")
 FORMAT = "ft-harness-shards"
 VERSION = 1
 TEMPLATE_DOMAIN = 10  # SeedSequence keys of this module (data.py uses 2-3, model.py 1, data_parallel.py 4)
@@ -82,6 +88,9 @@ class ShardSet:
         shard, root = self.shards[index], Path(self.root)
         images = mapped(root / shard.images.name, shard.images.size, shard.images.sha256)
         labels = mapped(root / shard.labels.name, shard.labels.size, shard.labels.sha256)
+        if labels.size and int(labels.max()) >= self.classes:  # a lying `classes`: IndexError later
+            raise HarnessError(f"shard {root / shard.labels.name} holds label {int(labels.max())}, "
+                               f"but {root / MANIFEST} says classes={self.classes}")
         return images.reshape(shard.samples, *self.shape), labels
 
 
@@ -132,18 +141,23 @@ def file_sha256(path: Path) -> str:
 def open_shards(root: str | Path) -> ShardSet:
     """Read and validate the manifest of a `data make` folder and check every file's size."""
     root = Path(root)
-    manifest = read_manifest(root)
-    try:
-        shards = tuple(_shard(entry) for entry in manifest["shards"])
-        shape = tuple(int(n) for n in manifest["shape"])
-        found = ShardSet(str(root), shape, int(manifest["classes"]), int(manifest["shard_size"]), shards)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc})") from None
+    manifest = Fields(root / MANIFEST, read_manifest(root))
+    found = ShardSet(str(root), manifest.shape("shape"), manifest.integer("classes", 2, 256),
+                     manifest.integer("shard_size", 1),
+                     tuple(_shard(manifest, i) for i in range(manifest.count("shards"))))
+    _check_layout(found, manifest.integer("samples", 1))
     for shard in found.shards:
-        check_size(root / shard.images.name, shard.images.size)
-        check_size(root / shard.labels.name, shard.labels.size)
-    _check_layout(found, int(manifest["samples"]))
+        for file in (shard.images, shard.labels):
+            _check_confined(root, file.name)
+            check_size(root / file.name, file.size)
     return found
+
+
+def _check_confined(root: Path, name: str) -> None:
+    """A shard is a file of the set's own folder, also after symlinks are followed."""
+    real = Path(os.path.realpath(root / name))
+    if real.parent != Path(os.path.realpath(root)):
+        raise HarnessError(f"{root / MANIFEST}: shard {name} leads to {real}, outside {root}")
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -155,17 +169,81 @@ def read_manifest(root: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise HarnessError(f"{root} has no {MANIFEST}: not a complete `data make` folder "
                            "(an interrupted one never gets a manifest)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise HarnessError(f"{path} is unreadable ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise HarnessError(f"{path} is not a {FORMAT} version {VERSION} manifest")
     return manifest
 
 
-def _shard(entry: dict[str, Any]) -> Shard:
-    files = [ShardFile(entry[k]["name"], int(entry[k]["size"]), str(entry[k]["sha256"]))
+class Fields:
+    """Typed reads of a manifest's fields by dotted name; any bad value is one HarnessError
+    naming the file, the field and what is accepted (a damaged file never reaches NumPy)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path, self.manifest = path, manifest
+
+    def get(self, name: str) -> Any:
+        value: Any = self.manifest
+        for key in name.split("."):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            else:
+                self.fail(name, "is missing", None)
+        return value
+
+    def fail(self, name: str, problem: str, value: Any) -> NoReturn:
+        shown = "" if problem == "is missing" else f" = {_short(value)}"
+        raise HarnessError(f"{self.path} is malformed: {name}{shown} {problem}")
+
+    def integer(self, name: str, least: int, most: int | None = None) -> int:
+        value = self.get(name)  # bool is an int to Python, not to a manifest
+        if type(value) is not int or value < least or (most is not None and value > most):
+            bound = f">= {least}" if most is None else f"in [{least}, {most}]"
+            self.fail(name, f"must be an integer {bound}", value)
+        return value
+
+    def shape(self, name: str) -> tuple[int, int]:
+        value = self.get(name)
+        if not isinstance(value, list) or len(value) != 2:
+            self.fail(name, "must be [height, width]", value)
+        return self.integer(f"{name}.0", 1), self.integer(f"{name}.1", 1)
+
+    def count(self, name: str) -> int:
+        value = self.get(name)
+        if not isinstance(value, list) or not value:
+            self.fail(name, "must be a non-empty list", value)
+        return len(value)
+
+    def file_name(self, name: str) -> str:
+        """A plain name inside the set's folder: no separator, no `..`, no absolute path."""
+        value = self.get(name)
+        if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
+                or "\0" in value):
+            self.fail(name, "must be a file name inside the set's folder", value)
+        return value
+
+    def sha256(self, name: str) -> str:
+        value = self.get(name)
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+            self.fail(name, "must be 64 lowercase hex digits", value)
+        return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _shard(manifest: Fields, index: int) -> Shard:
+    prefix = f"shards.{index}"
+    files = [ShardFile(manifest.file_name(f"{prefix}.{k}.name"),
+                       manifest.integer(f"{prefix}.{k}.size", 0),
+                       manifest.sha256(f"{prefix}.{k}.sha256"))
              for k in ("images", "labels")]
-    return Shard(files[0], files[1], int(entry["samples"]))
+    return Shard(files[0], files[1], manifest.integer(f"{prefix}.samples", 1))
 
 
 def _check_layout(found: ShardSet, samples: int) -> None:
@@ -176,7 +254,7 @@ def _check_layout(found: ShardSet, samples: int) -> None:
         if not full or shard.images.size != shard.samples * pixels or shard.labels.size != shard.samples:
             raise HarnessError(f"{Path(found.root) / MANIFEST}: shard {i} ({shard.images.name}) does not "
                                f"match shard_size={found.shard_size} and shape={found.shape}")
-    if found.samples != samples or samples < 1:
+    if found.samples != samples:
         raise HarnessError(f"{Path(found.root) / MANIFEST}: shards hold {found.samples} samples, "
                            f"the manifest says {samples}")
 
@@ -196,8 +274,9 @@ def parse_shape(text: str) -> tuple[int, int]:
 def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], classes: int, seed: int,
                 shard_size: int) -> dict[str, Any]:
     """Write a set atomically: a temporary sibling folder, fsync'd, then renamed to `root`."""
-    root = Path(root)
-    _check_make(root, samples, classes, seed, shard_size)
+    root = Path(os.path.abspath(root))  # `.` or `` would name no sibling to build in
+    _check_make(root, samples, shape, classes, seed, shard_size)
+    reap_partials(root.parent)
     temp = root.parent / f".{root.name}.partial-{uuid.uuid4().hex[:8]}"
     temp.mkdir(parents=True)
     try:
@@ -206,29 +285,57 @@ def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], class
                     "classes": classes, "seed": seed, "shard_size": shard_size, "dtype": "uint8",
                     "shards": shards}
         _write_synced(temp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: the seal
-        _fsync_dir(temp)
+        sync_folder(temp)
         _rename_into_place(temp, root)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    except OSError as exc:  # full disk, file-size limit, permissions: the set is not made
+        raise HarnessError(f"cannot write the set in {root}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # gone after a successful rename
     return manifest
 
 
-def _check_make(root: Path, samples: int, classes: int, seed: int, shard_size: int) -> None:
+def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
+                shard_size: int) -> None:
+    """Every option, the output folder and the memory and disk the set needs: before any work."""
     for name, value, least in (("samples", samples, 1), ("shard_size", shard_size, 1), ("seed", seed, 0)):
         if value < least:
             raise HarnessError(f"{name}={value} must be >= {least}")
     if not 2 <= classes <= 256:
         raise HarnessError(f"{classes=} must be in [2, 256] (labels are stored as uint8)")
+    if root == Path.cwd():
+        raise HarnessError(f"--dir {root} is the current folder; give the set a folder of its own")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise HarnessError(f"{root} already exists and is not an empty folder; remove it or pick another --dir")
+    check_output_folder(root.parent, "--dir")
+    pixels = shape[0] * shape[1]
+    require_memory({"class templates": 3 * FLOAT * BLOBS * classes * pixels,
+                    "chunks": 4 * FLOAT * CHUNK * pixels,
+                    "one shard": 2 * min(samples, shard_size) * (pixels + 1)},
+                   "lower --shape, --classes or --shard-size")
+    require_disk(root.parent, samples * (pixels + 1),
+                 "lower --samples or --shape, or pick another --dir")
 
 
 def _rename_into_place(temp: Path, root: Path) -> None:
-    if root.is_dir():
-        root.rmdir()  # empty (checked): rename cannot replace a folder that has files
-    os.rename(temp, root)
-    _fsync_dir(root.parent)
+    """rename(2) replaces an empty folder and fails on one with files: a concurrent `data make`
+    that finished first keeps its set, and this one says so."""
+    try:
+        os.rename(temp, root)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise HarnessError(f"{root} was filled while this set was being made (another "
+                               "`data make`?); it is left as it is") from None
+        raise
+    sync_folder(root.parent)
+
+
+def reap_partials(folder: Path) -> None:
+    """Remove what a killed `data make` left in `folder`: a `.NAME.partial-XXXXXXXX` folder older
+    than a day holding only shard files (an interrupt cleans up; SIGKILL cannot)."""
+    for path in folder.glob(".*.partial-*"):
+        if (PARTIAL.fullmatch(path.name) and path.is_dir() and older_than_a_day(path)
+                and all(SHARD_FILE.fullmatch(p.name) for p in path.iterdir())):
+            reap(path, "left more than a day ago by a `data make` that was killed")
 
 
 def _write_shards(temp: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
@@ -253,15 +360,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """A rename or a new file is durable only once its folder is synced."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 Chunk = tuple[np.ndarray, np.ndarray]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from harness import HarnessError
+from harness.memory import require_memory
 from harness.seeding import rng_for
 
 TEACHER_DOMAIN = 2  # SeedSequence keys, one per use, so no two uses share a stream
@@ -48,30 +52,49 @@ def synthetic(n_features: int, n_classes: int, n_train: int, n_test: int, seed: 
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
-def _open(path: Path):
+def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (MNIST / Fashion-MNIST), optionally gzip-compressed."""
+    """Read an IDX file (MNIST / Fashion-MNIST), optionally gzip-compressed.
+
+    The header is read and checked first (dims multiplied as Python ints, so none overflows), the
+    memory it asks for is checked, and then exactly that many bytes are read: a damaged or hostile
+    header, or a gzip bomb, is refused before any large allocation."""
     path = Path(path)
     try:
         with _open(path) as f:
-            raw = f.read()
-    except OSError as exc:
-        raise HarnessError(f"cannot read IDX file {path}: {exc.strerror or exc}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise HarnessError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()!r})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise HarnessError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+            shape, dtype = _idx_header(path, f)
+            count = math.prod(shape)
+            expected = count * dtype.itemsize
+            # the bytes, and the int64/float64 copy that every caller makes of them
+            require_memory({"IDX data": expected + 8 * count},
+                           f"{path} is too large for this machine")
+            raw = f.read(expected + 1)  # one byte more tells a too-long file
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz: EOFError; a bad one: OSError
+        reason = getattr(exc, "strerror", None) or exc
+        raise HarnessError(f"cannot read IDX file {path}: {reason}") from None
     if len(raw) != expected:
-        raise HarnessError(f"{path}: {len(raw)} bytes but shape {shape} needs {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        header = 4 + 4 * len(shape)
+        found = f"more than {header + expected}" if len(raw) > expected else str(header + len(raw))
+        raise HarnessError(f"{path}: {found} bytes but shape {shape} needs {header + expected}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_header(path: Path, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+        raise HarnessError(f"{path} is not an IDX file (bad magic number {magic.hex()!r})")
+    ndim = magic[3]
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise HarnessError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, "
+                           f"need {4 + 4 * ndim})")
+    shape = struct.unpack(f">{ndim}I", dims)
+    if ndim == 0 or 0 in shape:
+        raise HarnessError(f"{path}: IDX shape {shape} holds no samples")
+    return shape, np.dtype(IDX_DTYPES[magic[2]])
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

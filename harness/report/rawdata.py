@@ -8,11 +8,13 @@ machine, preset, settings or harness version; one configuration twice) are refus
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import pyperf
 
@@ -77,18 +79,96 @@ class RawFile:
 
 
 def load_file(path: str) -> RawFile:
-    try:
-        suite = pyperf.BenchmarkSuite.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarnessError(f"{path}: not a readable pyperf JSON file ({type(exc).__name__}: {exc})") from None
+    suite = read_suite(path)
     configs = {b.get_metadata().get("ft_config") for b in suite.get_benchmarks()}
     if None in configs or not configs:
         raise HarnessError(f"{path}: not made by `python -m harness bench` (a benchmark has no ft_config)")
+    for bench in suite.get_benchmarks():
+        check_benchmark(path, bench)
     if len(configs) > 1:
         raise HarnessError(f"{path}: mixes configurations {', '.join(sorted(configs))}; one file per configuration")
     config = configs.pop()
     found = [Measurement(config, cell_of(b), b, path) for b in suite.get_benchmarks()]
     return RawFile(path, hashlib.sha256(Path(path).read_bytes()).hexdigest(), config, found)
+
+
+def read_suite(path: str) -> pyperf.BenchmarkSuite:
+    """pyperf's own reader, on a file checked to be a JSON object first: pyperf meets `[]`,
+    `null` or a string with an AttributeError, and other damage with whatever its code hits."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1).lstrip() or b" "
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head not in (b"{", b"\x1f"):  # a JSON object, or gzip (pyperf reads .json.gz too)
+        raise HarnessError(f"{path}: not a pyperf JSON file (it must hold one JSON object)")
+    try:
+        return pyperf.BenchmarkSuite.load(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError) as exc:
+        raise HarnessError(f"{path}: not a readable pyperf JSON file ({type(exc).__name__}: "
+                           f"{str(exc)[:200]})") from None
+
+
+NAME = re.compile(r"[A-Za-z0-9_.+:=-]*")  # cell fields name plot files: no separators, no NUL
+RUN_FACTS: dict[str, tuple[type, ...]] = {  # per-run facts the report reads, and their types
+    "ft_digest": (str,), "ft_bitwise": (bool,), "ft_gil_enabled": (bool,),
+    "ft_blas_threads": (int,),
+    "ft_lost_updates": (int,), "ft_lost_fraction": (int, float), "ft_peak_rss_mb": (int, float),
+    "ft_stall_fraction": (int, float), "ft_time_to_first_batch_s": (int, float)}
+
+
+def check_benchmark(path: str, bench: pyperf.Benchmark) -> None:
+    """Every value the report reads from a benchmark, checked: one line naming file and field."""
+    meta = bench.get_metadata()
+
+    def fail(key: str, value: Any, problem: str) -> NoReturn:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise HarnessError(f"{path}: benchmark {meta.get('name')!r}: {key} = {shown} {problem}")
+
+    for key in ("ft_workload", "ft_strategy", "ft_model", "ft_variant"):
+        value = meta.get(key, "")
+        required = key in ("ft_workload", "ft_strategy")  # model and variant may be empty
+        if not isinstance(value, str) or not NAME.fullmatch(value) or (required and not value):
+            fail(key, value, "must be a name of letters, digits and _.+:=-")
+    workers = meta.get("ft_workers")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        fail("ft_workers", workers, "must be an integer >= 1")
+    _check_run_config(meta.get("ft_run_config"), fail)
+    selection = _json_object(meta.get("ft_selection", "{}"))
+    if selection is None or not all(isinstance(v, list) for v in selection.values()):
+        fail("ft_selection", meta.get("ft_selection"), "must be a JSON object of lists")
+    values = bench.get_values()
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        fail("values", values, "must all be finite numbers > 0 (seconds per unit)")
+    for run in bench.get_runs():
+        for key, value in run.get_metadata().items():
+            if key in RUN_FACTS and not _fact_ok(value, RUN_FACTS[key]):
+                fail(key, value, f"must be {' or '.join(t.__name__ for t in RUN_FACTS[key])}")
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    try:
+        found = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _check_run_config(text: Any, fail: Any) -> None:
+    config = _json_object(text)
+    if config is None:
+        fail("ft_run_config", text, "must be a JSON object of run options")
+    per_rank = config.get("threads_per_rank", 1)
+    if isinstance(per_rank, bool) or not isinstance(per_rank, int) or per_rank < 1:
+        fail("ft_run_config.threads_per_rank", per_rank, "must be an integer >= 1")
+
+
+def _fact_ok(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        return False
+    return not isinstance(value, (int, float)) or isinstance(value, bool) or (
+        math.isfinite(value) and value >= 0)
 
 
 def cell_of(bench: pyperf.Benchmark) -> Cell:

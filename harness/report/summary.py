@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from harness import HarnessError, confignames
 from harness.report.against import changes, changes_text, load_old_summary
+from harness import HarnessError, atomic, jsonout
+from harness.atomic import sync_file, sync_folder
 from harness.report import rawdata
 from harness.bench.matrix import Cell, cli_text, get_preset
 from harness.report.intervals import ratio_interval, widest, with_interval
@@ -321,9 +323,7 @@ def reproduce(files: list[RawFile]) -> dict[str, Any]:
 # ---- writing ---------------------------------------------------------------------------------------
 
 def report_command(paths: list[str], out: str, against: str | None = None) -> str:
-    from harness.report.plots import render_plots
-    from harness.report.markdown import render_markdown
-    target = Path(out)
+    target = Path(os.path.abspath(out))  # `-o .` has no name to build a sibling from
     check_output_folder(target)  # before any work: a refusal costs nothing
     old = load_old_summary(against) if against else None
     summary = summarise(rawdata.load(paths))
@@ -331,41 +331,73 @@ def report_command(paths: list[str], out: str, against: str | None = None) -> st
         same = Path(against).resolve() == target.resolve()  # read before it is replaced
         label = f"{against} (the report this one replaced)" if same else against
         summary["against"] = {"folder": label, **changes(old, summary)}
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    summary["plots"], summary["plots_note"] = render_plots(summary, temp)
-    (temp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    (temp / "REPORT.md").write_text(render_markdown(summary))
-    swap_in(temp, target)
-    plots = len(summary["plots"])
-    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {plots} plots"
+    created = not target.exists()
+    try:
+        write_report(summary, target)
+    except BaseException:
+        if created:  # nothing of ours is left behind, not even the folder
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
     return done + (f"\n{changes_text(summary['against'])}" if old is not None else "")
+
+
+def write_report(summary: dict[str, Any], target: Path) -> None:
+    """Render into a hidden folder inside the target, then move each file in by an atomic rename
+    (REPORT.md last), then drop the plots of the earlier report that this one does not have.
+    Anything else in the folder, also what appeared while rendering, is left alone."""
+    from harness.report.markdown import render_markdown
+    from harness.report.plots import render_plots
+    earlier = earlier_plots(target)
+    temp = target / f".report.{os.getpid()}.tmp"
+    try:
+        temp.mkdir(parents=True)
+        summary["plots"], summary["plots_note"] = render_plots(summary, temp)
+        text = jsonout.dumps(summary, indent=1, ensure_ascii=False)
+        (temp / "summary.json").write_text(text + "\n")
+        (temp / "REPORT.md").write_text(render_markdown(summary))
+        for name in [*summary["plots"], "summary.json", "REPORT.md"]:
+            sync_file(temp / name)
+            os.replace(temp / name, target / name)
+        for name in set(earlier) - set(summary["plots"]):
+            (target / name).unlink(missing_ok=True)
+        sync_folder(target)
+    except OSError as exc:  # full disk, file-size limit, a folder made read-only meanwhile
+        reason = exc.strerror or exc
+        raise HarnessError(f"cannot write the report into {target}: {reason}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def earlier_plots(target: Path) -> list[str]:
+    """The plots an earlier report in `target` wrote, as its summary.json lists them (so a
+    picture someone else put there is never taken for one)."""
+    try:
+        plots = json.loads((target / "summary.json").read_text()).get("plots")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return []
+    return [p for p in plots if isinstance(p, str) and p.endswith(".png") and "/" not in p
+            and not p.startswith(".")] if isinstance(plots, list) else []
 
 
 REPORT_FILES = ("REPORT.md", "summary.json")  # with the *.png plots: all that a report writes
 
 
 def check_output_folder(target: Path) -> None:
-    """The report replaces its whole folder, so that folder may hold only an earlier report:
-    anything else there (raw files given as input, say) would be deleted with it."""
+    """The folder may hold only an earlier report: anything else there (raw files given as
+    input, say) is refused, as a report's files would be mixed with it. Reports killed by
+    SIGKILL leave a `.report.<pid>.tmp` folder: removed here once that process is gone."""
+    atomic.check_output_folder(target, "-o")
     if not target.exists():
         return
-    if not target.is_dir():
-        raise HarnessError(f"-o {target} is a file; the report needs a folder (it writes REPORT.md, "
-                           "summary.json and PNG plots there)")
+    for stale in target.glob(".report.*.tmp"):
+        pid = stale.name.split(".")[2]
+        if pid.isdigit() and not atomic.pid_alive(int(pid)):
+            atomic.reap(stale, f"left by report process {pid}, which is gone")
     foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir()
-                     if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png")))
+                     if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png"))
+                     and not p.name.startswith(".report."))
     if foreign:
         raise HarnessError(f"-o {target} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
-                           "which no report wrote; the report replaces its whole folder, so give a "
-                           "new folder or an earlier report's (raw files belong elsewhere)")
-
-
-def swap_in(temp: Path, target: Path) -> None:
-    """Replace the output folder by the finished one (the old one is kept until the rename)."""
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
-        os.rename(target, old)
-    os.rename(temp, target)
-    shutil.rmtree(old, ignore_errors=True)
+                           "which no report wrote; give a new folder or an earlier report's "
+                           "(raw files belong elsewhere)")

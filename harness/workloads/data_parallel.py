@@ -9,6 +9,7 @@ bitwise identical for every strategy and every worker count on one interpreter.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -144,11 +145,18 @@ OPTIONS = (
 
 
 def check(config: RunConfig) -> None:
-    """The microbatches cut the batch into equal parts (told in O(1): no divisor search)."""
+    """The microbatches cut the batch into equal parts."""
     if config.batch % config.microbatches:
-        fits = config.batch // config.microbatches * config.microbatches
-        raise HarnessError(f"microbatches={config.microbatches} must divide batch={config.batch} "
-                           f"(e.g. batch={fits or config.microbatches} or microbatches=1)")
+        raise HarnessError(divide_message(config.batch, config.microbatches))
+
+
+def divide_message(batch: int, microbatches: int) -> str:
+    """The nearest valid values, in O(log) of the sizes: never a list of every divisor (a batch
+    of 10**12 would take hours to factor that way)."""
+    below = batch - batch % microbatches
+    batches = " or ".join(str(b) for b in (below, below + microbatches) if b >= 1)
+    return (f"microbatches={microbatches} must divide batch={batch}: e.g. --batch {batches}, "
+            f"or --microbatches {math.gcd(batch, microbatches)}")
 
 
 def misfit(config: RunConfig) -> str:
