@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 
-INIT_DOMAIN = 1  # SeedSequence key: parameter initialisation
+INIT_DOMAIN = Domain.INIT
 MODEL_PRESETS: dict[str, tuple[int, ...]] = {
     "tiny": (64, 32, 10),  # Python overhead dominates: many small NumPy calls
     "small": (256, 128, 10),

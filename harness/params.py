@@ -25,11 +25,11 @@ import numpy as np
 
 from harness import HarnessError
 from harness.models import Model
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 from strategies.base import Strategy
 
 MAX_LOCKS = 16  # a striped store takes at most this many locks (the processes bank has 64)
-PROBE_DOMAIN = 31  # SeedSequence key: which coordinates each worker's probe updates touch
+PROBE_DOMAIN = Domain.PROBE
 
 
 def equal_stripes(size: int, count: int) -> list[slice]:

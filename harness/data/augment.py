@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 
-AUGMENT_DOMAIN = 12  # SeedSequence key of augmentation draws (shards.py uses 10-11)
+AUGMENT_DOMAIN = Domain.AUGMENT
 PAD = 2  # random crop: pad by PAD pixels, then cut a window of the original size
 NOISE_STD = 0.1  # additive Gaussian noise, in normalised units
 MEAN, STD = 0.5, 0.5  # pixel/255 → [-1, 1]

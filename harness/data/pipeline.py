@@ -30,7 +30,7 @@ from harness import HarnessError
 from harness.data.augment import augment_batch, decode
 from harness.config import RunConfig
 from harness.data.synthetic import read_idx
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 from harness.data.shards import open_shards
 from harness.options import Option
 from strategies.base import Strategy
@@ -48,7 +48,7 @@ PIPELINE_OPTIONS = (DATA, AUGMENT, ORDER, PREFETCH)
 
 T = TypeVar("T")
 R = TypeVar("R")
-SHUFFLE_DOMAIN = 13  # SeedSequence key of the loader's per-epoch shuffle (augment.py uses 12)
+SHUFFLE_DOMAIN = Domain.LOADER_SHUFFLE
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # MNIST / Fashion-MNIST
 
 

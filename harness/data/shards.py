@@ -29,15 +29,15 @@ import numpy as np
 from harness import HarnessError
 from harness.atomic import check_output_folder, older_than_a_day, reap, sync_folder
 from harness.memory import FLOAT, require_disk, require_memory
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 
 MANIFEST = "manifest.json"
 PARTIAL = re.compile(r"\..+\.partial-[0-9a-f]{8}")  # a set being made (see make_shards)
 SHARD_FILE = re.compile(r"shard-\d{5,}\.(images|labels)\.u8|manifest\.json")
 FORMAT = "ft-harness-shards"
 VERSION = 1
-TEMPLATE_DOMAIN = 10  # SeedSequence keys of this module (data.py uses 2-3, model.py 1, data_parallel.py 4)
-SAMPLE_DOMAIN = 11
+TEMPLATE_DOMAIN = Domain.TEMPLATE
+SAMPLE_DOMAIN = Domain.SAMPLE
 CHUNK = 256  # samples drawn per key: the content does not depend on --shard-size
 BLOBS = 3  # Gaussian blobs per class template
 

@@ -14,10 +14,10 @@ import numpy as np
 
 from harness import HarnessError
 from harness.memory import require_memory
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 
-TEACHER_DOMAIN = 2  # SeedSequence keys, one per use, so no two uses share a stream
-SAMPLES_DOMAIN = 3
+TEACHER_DOMAIN = Domain.TEACHER
+SAMPLES_DOMAIN = Domain.SAMPLES
 TEACHER_HIDDEN = 32
 
 # IDX type codes (third byte of the magic number) -> NumPy big-endian dtypes.

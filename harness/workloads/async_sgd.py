@@ -27,13 +27,13 @@ from harness.models import Model, workspace_for
 from harness.options import Option
 from harness.params import (ParamStore, open_store, probe_deltas, probe_expected, probe_report,
                             probe_worker, stripes_for)
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 from harness.workloads import ReportSection, workload
 from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
-PARTITION_DOMAIN = 32  # SeedSequence keys: which rows each worker owns ...
-MINIBATCH_DOMAIN = 33  # ... and which of them each of its updates samples
+PARTITION_DOMAIN = Domain.PARTITION
+MINIBATCH_DOMAIN = Domain.MINIBATCH
 
 
 def partition(seed: int, slot: int, workers: int, n_train: int) -> np.ndarray:

@@ -25,12 +25,12 @@ from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
 from harness.models import Model, Workspace, workspace_for
 from harness.options import Option
-from harness.seeding import rng_for
+from harness.seeding import Domain, rng_for
 from harness.workloads import workload
 from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
-SHUFFLE_DOMAIN = 4
+SHUFFLE_DOMAIN = Domain.SHUFFLE
 
 
 @dataclass(frozen=True)
