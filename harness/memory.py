@@ -17,35 +17,46 @@ import psutil
 
 from harness import HarnessError
 from harness.config import RunConfig
-from harness.model import MLP
 
 FLOAT = 8  # bytes of a float64 / int64
 WORKERS_PER_CPU = 4  # beyond this, more workers only queue for the CPUs: almost surely a typo
 
 
 def run_estimate(config: RunConfig) -> dict[str, int]:
-    """Bytes of the big arrays of one run, by part. Python ints: no overflow at any size."""
-    widths = config.widths
-    size, width_sum = MLP(widths).size, sum(widths)
+    """Bytes of the big arrays of one run, by part. Python ints: no overflow at any size.
+    Settings a workload does not have (microbatches, prefetch, data) count as absent."""
+    data, prefetch = getattr(config, "data", None), getattr(config, "prefetch", 0)
+    widths = _widths(config)
+    pixels = widths[0] if widths else 28 * 28
+    prefetching = FLOAT * 2 * pixels * config.batch * prefetch * config.workers if data else 0
+    if not widths:  # no model (the loader): the pipeline alone
+        return {"prefetch": prefetching}
+    size, width_sum = config.parameters, sum(widths)
     copies = 1 if _shares_memory(config.strategy) else config.workers  # mpi: each rank its own
-    rows = config.microbatch_size if config.workload == "data-parallel" else config.batch
-    parts = {"data": copies * _data_bytes(config, widths),
-             "parameters": FLOAT * size * (5 * copies + 2 * config.workers),  # shared + per worker
-             "gradient rows": FLOAT * size * config.microbatches * copies
-             if config.workload == "data-parallel" else 0,
-             "activations": FLOAT * 3 * width_sum * (rows * config.workers
-                                                     + config.test_samples * copies),
-             "prefetch": FLOAT * 2 * widths[0] * config.batch * config.prefetch * config.workers
-             if config.data or config.workload == "loader" else 0}
-    if config.workload == "loader":  # no model, no training: the pipeline alone
-        parts = {"prefetch": parts["prefetch"]}
-    return parts
+    microbatches = getattr(config, "microbatches", 0)
+    rows = config.batch // microbatches if microbatches else config.batch
+    return {"data": copies * _data_bytes(config, widths),
+            "parameters": FLOAT * size * (5 * copies + 2 * config.workers),  # shared + per worker
+            "gradient rows": FLOAT * size * microbatches * copies,
+            "activations": FLOAT * 3 * width_sum * (rows * config.workers
+                                                    + config.test_samples * copies),
+            "prefetch": prefetching}
+
+
+def _widths(config: RunConfig) -> tuple[int, ...]:
+    """The layer widths the estimate sizes activations by: an MLP's own, a plug-in model's inputs
+    and classes; () for a workload without a model."""
+    from harness.workloads import workload_plugin
+    if not workload_plugin(config.workload).uses_model:
+        return ()
+    model = config.build_model()
+    return tuple(getattr(model, "widths", (model.n_inputs, model.n_classes)))
 
 
 def _data_bytes(config: RunConfig, widths: tuple[int, ...]) -> int:
     """The synthetic set (inputs, the teacher's hidden layer, logits and labels) plus the
     shared copy of its training part; a `--data` set is read batch by batch (see prefetch)."""
-    if config.data:
+    if getattr(config, "data", None):
         return 0
     rows = config.train_samples + config.test_samples
     generated = rows * (widths[0] + 32 + widths[-1] + 1)

@@ -118,12 +118,12 @@ class MLP:
         divides once, after reducing in microbatch order. One-off: a loop keeps a workspace.
         """
         grad = np.empty(self.size) if out is None else out
-        work = self.workspace(flat, len(y))
+        work = MLPWorkspace(self, flat, len(y))
         work.load(x, y, np.arange(len(y)))
         return work.loss_and_grad(work.bind(grad)), grad
 
     def predict(self, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
-        work = self.workspace(flat, len(x))
+        work = MLPWorkspace(self, flat, len(x))
         work.acts[0][...] = x
         return work.forward().argmax(axis=1)
 

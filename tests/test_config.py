@@ -36,7 +36,7 @@ def test_defaults_are_valid() -> None:
     ({"strategy": "nope"}, "unknown strategy 'nope'; known: "),
     # an option of another plug-in, set away from its default, is refused (left alone, ignored)
     ({"stripes": 3}, "stripes=3 applies to workload 'async-sgd' only"),
-    ({"start_method": "spawn"}, "start_method='spawn' applies to strategy 'processes' only"),
+    ({"start_method": "spawn"}, "start_method='spawn' applies to strategy 'processes' or strategy 'spmd' only"),
     ({"threads_per_rank": 2}, "threads_per_rank=2 applies to strategy 'mpi' only"),
     ({"no_such_option": 1}, "no_such_option=1 is not an option of any plug-in; known: "),
     ({"train_samples": 8, "batch": 16, "microbatches": 2}, "train_samples=8 must be >= batch=16"),

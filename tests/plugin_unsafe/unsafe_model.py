@@ -11,13 +11,16 @@ import time
 import numpy as np
 
 from harness.model import MLP, parse_widths
-from harness.models import ModelPlugin, register_model
+from harness.models import ModelPlugin, PlainWorkspace, register_model
 
 PREFIX = "unsafe-"
 _scratch: dict[int, np.ndarray] = {}  # shared by every thread of the process: the bug
 
 
 class UnsafeMLP(MLP):
+    def workspace(self, flat: np.ndarray, rows: int) -> PlainWorkspace:
+        return PlainWorkspace(self, flat)  # every gradient goes through loss_and_grad below
+
     def loss_and_grad(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray,
                       out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         scratch = _scratch.setdefault(self.size, np.empty(self.size))
