@@ -4,6 +4,17 @@ A strategy owns *how* tasks run in parallel and nothing else: `map(fn, tasks)` r
 task order, `shared_array` gives memory every worker sees, `lock()` a lock every worker honours.
 `sum_rows` adds the rows tasks wrote, in row order. Everything else (what a task computes, how
 its results are used) belongs to the workload.
+
+Threads. `map`, `submit`, `shared_array`, `lock`, `sum_rows` and `info` may be called from
+several threads at once (on free-threaded builds too): each call is whole on its own, and every
+`lock()` is a distinct lock. `map` must not be called from inside a task (a task running on a
+worker of the same strategy), and `close` only once every other call has returned; the harness
+itself calls everything from one thread. Plug-ins must keep this promise; the unit tests run
+under pytest-run-parallel on a free-threaded build to check it (`nox -s threadsafety`).
+
+Faults. A task's exception is re-raised by `map` (or the Future's `result`). A worker that dies
+raises `WorkerDied` naming it. Ctrl-C belongs to the calling process: workers do not act on it,
+and `close()` stops them within a bounded time, whatever state they are in.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
@@ -22,6 +34,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 REGISTRY: dict[str, type["Strategy"]] = {}
+
+
+class WorkerDied(HarnessError, BrokenProcessPool):
+    """A worker process died (killed, or exited) while the strategy needed it; the message names
+    it: `worker process PID died (signal 9, SIGKILL) while running TASK`. A BrokenProcessPool
+    too, so code that expects the executor's error still catches it. The CLI exits with 1."""
+
+    exit_status = 1
 
 
 def sum_in_order(rows: np.ndarray) -> np.ndarray:

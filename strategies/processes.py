@@ -4,33 +4,54 @@ Arrays from `shared_array` live in POSIX shared-memory segments and pickle as th
 so a task carries a few bytes however large the model; a worker attaches each segment once and
 keeps it. Locks come from a bank of multiprocessing locks handed to workers when they start
 (the only way such locks may reach them), and pickle as an index into that bank.
+
+Faults. The parent owns Ctrl-C: workers are born with SIGINT blocked and then ignore it, so a
+terminal's SIGINT (sent to the whole process group) reaches only the parent, which stops the
+workers itself. A worker interrupted inside the pool's queue lock used to hang its survivors and
+the shutdown with them. `close()` never waits forever: the workers get a grace period to exit,
+then SIGTERM, then SIGKILL. Each worker notes on a shared board which job it is running, so a
+worker that dies (SIGKILL, the OOM killer, os._exit) is reported in one line naming its pid, its
+exit signal or status and its task (`WorkerDied`) instead of a BrokenProcessPool traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
+import signal
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from harness import HarnessError
-from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
+from strategies.base import (R, T, Strategy, WorkerDied, concatenated, register, run_slice,
+                             split_evenly)
 
 SEGMENT_PREFIX = "fth_"  # every segment we create starts with this, so tests can look for leaks
 LOCK_BANK_SIZE = 64
 _ATTACHED: dict[str, tuple[SharedMemory, np.ndarray]] = {}  # per process: segment name -> array
 _LOCK_BANKS: dict[str, list[Any]] = {}  # per process: strategy token -> its locks
 _NAMES = itertools.count()
+_NAMES_GUARD = threading.Lock()  # itertools.count is not atomic on free-threaded builds
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+GRACE_S = 2.0  # close(): how long workers get to exit after each step (ask, SIGTERM, SIGKILL)
+_BOARD: tuple[Any, int] | None = None  # in a worker: its pool's board and its row on it
+Label = Callable[[], str]  # what a job runs, in words; made only when its worker has died
 
 
 class SharedNDArray(np.ndarray):
@@ -110,10 +131,53 @@ def _exit_when_ready(sentinel: int) -> None:
     os._exit(1)
 
 
-def _init_worker(token: str, locks: list[Any]) -> None:
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP in this thread: a worker started meanwhile is born with
+    them blocked (fork, exec and the fork server keep the mask) until its initializer has made
+    it ignore Ctrl-C. Without this, Ctrl-C during a worker's start-up printed its traceback."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _init_worker(token: str, locks: list[Any], board: Any) -> None:
+    # The parent owns Ctrl-C and stops the workers itself. fork copies the parent's handlers:
+    # SIGTERM (the pool's terminate) must end a worker, not raise KeyboardInterrupt in it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _exit_with_parent()
     _LOCK_BANKS[token] = locks
+    _take_board_row(board)
     threadpool_limits(limits=1, user_api="blas")  # same pinning as the parent
+
+
+def _take_board_row(board: Any) -> None:
+    """A free row of the board (pid, job) for this worker; rows are never given back, as the
+    pool never replaces a worker."""
+    global _BOARD
+    with board.get_lock():
+        raw = board.get_obj()
+        free = next((row for row in range(0, len(raw), 2) if raw[row] == 0), None)
+        if free is not None:
+            raw[free] = os.getpid()
+            _BOARD = (raw, free)
+
+
+def _run_job(job: int, fn: Callable[..., R], *args: Any) -> R:
+    """Executed by a worker: fn(*args), with `job` on the board while it runs."""
+    if _BOARD is None:
+        return fn(*args)
+    raw, row = _BOARD
+    raw[row + 1] = job
+    try:
+        return fn(*args)
+    finally:
+        raw[row + 1] = 0
 
 
 def _noop(_: object) -> int:
@@ -133,25 +197,92 @@ class Processes(Strategy):
                                f"available: {', '.join(multiprocessing.get_all_start_methods())}")
         context = multiprocessing.get_context(self.start_method)
         self._token = uuid.uuid4().hex
-        self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
-        _LOCK_BANKS[self._token] = self._locks
+        self._guard = threading.Lock()  # lock(), job ids and the death note, from any thread
         self._next_lock = 0
+        self._jobs: dict[int, Label] = {}  # job id -> what it runs, while it is in flight
+        self._job_ids = itertools.count(1)
+        self._death: str | None = None  # the first dead worker, in WorkerDied's words
         self._segments: list[SharedMemory] = []
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                         initializer=_init_worker, initargs=(self._token, self._locks))
-        self._pids = set(self._pool.map(_noop, range(workers)))  # start workers outside timed code
+        with signals_blocked():  # the resource tracker, fork server and workers all start here
+            resource_tracker.ensure_running()
+            self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
+            _LOCK_BANKS[self._token] = self._locks
+            self._board = context.Array("q", 2 * workers)  # per worker: pid, running job id
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                             initializer=_init_worker,
+                                             initargs=(self._token, self._locks, self._board))
+            started = [self._start(lambda: "its start-up", _noop, i) for i in range(workers)]
+        try:  # start the workers outside timed code; a failed or interrupted start leaves nothing
+            self._pids = {f.result() for f in started}
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, what: Label, fn: Callable[..., R], *args: Any) -> Future[R]:
+        """Submit fn(*args) as a numbered job that the board can name if its worker dies."""
+        with self._guard:
+            job = next(self._job_ids)
+            self._jobs[job] = what
+        try:
+            with signals_blocked():  # submit may start a worker (on demand, or all of them)
+                future = self._pool.submit(_run_job, job, fn, *args)
+        except BrokenProcessPool as exc:  # a worker died between jobs
+            raise self._worker_died(exc) from exc
+        future.add_done_callback(functools.partial(self._finished, job))
+        return future
+
+    def _finished(self, job: int, future: Future[Any]) -> None:
+        """Runs when a job ends; in the pool's thread when the pool broke, before the pool stops
+        the other workers: the dead worker is then the only one that has exited."""
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+            with self._guard:
+                self._death = self._death or self._dead_worker()
+        with self._guard:
+            self._jobs.pop(job, None)
+
+    def _dead_worker(self) -> str | None:
+        """`worker process PID died (HOW) while running TASK`, from the exit status and the board."""
+        processes = list((self._pool._processes or {}).values())  # type: ignore[attr-defined]
+        # Killed by the pool's own SIGTERM after the break: only if none died otherwise.
+        dead = sorted((p for p in processes if p.exitcode is not None),
+                      key=lambda p: p.exitcode == -signal.SIGTERM)
+        if not dead:
+            return None
+        board = self._board.get_obj()
+        jobs = {board[row]: board[row + 1] for row in range(0, len(board), 2)}
+        label = self._jobs.get(jobs.get(dead[0].pid, 0))
+        when = f"while running {label()}" if label else "between tasks"
+        return f"worker process {dead[0].pid} died ({exit_cause(dead[0].exitcode)}) {when}"
+
+    def _worker_died(self, exc: BaseException) -> BaseException:
+        """The error a caller sees for a broken pool: WorkerDied naming the worker when known."""
+        if not isinstance(exc, BrokenProcessPool) or isinstance(exc, WorkerDied):
+            return exc
+        with self._guard:
+            self._death = self._death or self._dead_worker()
+            death = self._death
+        return WorkerDied(death or f"a worker process died ({exc})")
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         slices = split_evenly(tasks, self.workers)
-        return concatenated(self._pool.map(run_slice, [fn] * len(slices), slices))
+        starts = list(itertools.accumulate(map(len, slices), initial=0))
+        futures = [self._start(functools.partial(slice_label, fn, starts[i], len(part), len(tasks)),
+                               run_slice, fn, part) for i, part in enumerate(slices)]
+        try:
+            return concatenated(f.result() for f in futures)
+        except BrokenProcessPool as exc:
+            raise self._worker_died(exc) from exc
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
-        return self._pool.submit(fn, task)
+        label = functools.partial(task_label, fn, task)
+        return Relay(self._start(label, fn, task), self._worker_died)
 
     def shared_array(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        name = f"{SEGMENT_PREFIX}{os.getpid()}_{next(_NAMES)}_{self._token[:8]}"
+        with _NAMES_GUARD:
+            number = next(_NAMES)
+        name = f"{SEGMENT_PREFIX}{os.getpid()}_{number}_{self._token[:8]}"
         shm = SharedMemory(name=name, create=True, size=nbytes)
         self._segments.append(shm)
         array = np.ndarray(shape, dtype=dtype, buffer=shm.buf).view(SharedNDArray)
@@ -160,23 +291,107 @@ class Processes(Strategy):
         return array
 
     def lock(self) -> ProcessLock:
-        if self._next_lock >= LOCK_BANK_SIZE:
-            raise HarnessError(f"processes strategy has only {LOCK_BANK_SIZE} locks; "
-                               "share locks between stripes (stripe i -> lock i % n)")
-        self._next_lock += 1
-        return ProcessLock(self._token, self._next_lock - 1)
+        with self._guard:  # each index handed out once, also to threads calling at once
+            index = self._next_lock
+            if index >= LOCK_BANK_SIZE:
+                raise HarnessError(f"processes strategy has only {LOCK_BANK_SIZE} locks; "
+                                   "share locks between stripes (stripe i -> lock i % n)")
+            self._next_lock += 1
+        return ProcessLock(self._token, index)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "start_method": self.start_method}
 
     def _close(self) -> None:
         try:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(self._pool)
         finally:
             _LOCK_BANKS.pop(self._token, None)
             for shm in self._segments:
                 _release(shm)
             self._segments.clear()
+
+
+class Relay(Future):  # type: ignore[type-arg]
+    """What `submit` returns: the pool future's outcome, with a broken pool's error replaced by
+    the one naming the dead worker; cancelling it cancels the pool's job."""
+
+    def __init__(self, source: Future[Any], explain: Callable[[BaseException], BaseException]) -> None:
+        super().__init__()
+        self._source, self._explain = source, explain
+        source.add_done_callback(self._copy)
+
+    def cancel(self) -> bool:
+        return self._source.cancel()  # our own state follows in _copy
+
+    def _copy(self, source: Future[Any]) -> None:
+        if source.cancelled():
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        elif (exc := source.exception()) is not None:
+            self.set_exception(self._explain(exc))
+        else:
+            self.set_result(source.result())
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without ever waiting forever: ask the workers to exit, then SIGTERM the
+    ones left after GRACE_S, then SIGKILL. A worker stuck on a lock or in a long task cannot hold
+    the run (or the interpreter's exit, which joins the pool's thread) hostage."""
+    processes = list((pool._processes or {}).values())  # type: ignore[attr-defined]
+    manager = pool._executor_manager_thread  # type: ignore[attr-defined]
+    pool.shutdown(wait=False, cancel_futures=True)  # forgets both: read them first
+    for stop in (None, BaseProcess.terminate, BaseProcess.kill):
+        alive = [p for p in processes if p.exitcode is None]
+        for process in alive if stop else []:
+            stop(process)
+        if not _wait_for_exit(alive, GRACE_S):
+            break
+    if manager is not None:
+        manager.join(GRACE_S)  # it exits once its workers have: joining it then cannot block
+
+
+def _wait_for_exit(processes: list[BaseProcess], timeout: float) -> bool:
+    """Wait up to `timeout` for the processes to exit; whether some are still alive."""
+    deadline = time.monotonic() + timeout
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        wait([p.sentinel for p in alive], deadline - time.monotonic())
+        alive = [p for p in alive if p.exitcode is None]
+    return bool(alive)
+
+
+def exit_cause(exitcode: int) -> str:
+    """How a process ended, from multiprocessing's exitcode (-N: killed by signal N)."""
+    if exitcode < 0:
+        try:
+            return f"signal {-exitcode}, {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
+def task_name(fn: Callable[..., Any]) -> str:
+    """A readable name for the function a job runs: partials unwrapped, objects by class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def slice_label(fn: Callable[..., Any], start: int, count: int, total: int) -> str:
+    """`fn on task 3 of 8` or `fn on tasks 2-3 of 8` (a slice of one map call)."""
+    span = f"task {start}" if count == 1 else f"tasks {start}-{start + count - 1}"
+    return f"{task_name(fn)} on {span} of {total}"
+
+
+def task_label(fn: Callable[..., Any], task: object) -> str:
+    """`fn on TASK`: a dataclass task by its scalar fields, another by a short repr."""
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        fields = [f"{f.name}={getattr(task, f.name)!r}" for f in dataclasses.fields(task)
+                  if isinstance(getattr(task, f.name), (int, float, str))]
+        return f"{task_name(fn)} on {type(task).__name__}({', '.join(fields)})"
+    text = repr(task)
+    return f"{task_name(fn)} on {text if len(text) <= 40 else 'a ' + type(task).__name__}"
 
 
 def _release(shm: SharedMemory) -> None:
