@@ -19,11 +19,13 @@ and `close()` stops them within a bounded time, whatever state they are in.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -166,6 +168,28 @@ class Strategy(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C held back until the block ends, then raised as KeyboardInterrupt; yields a check
+    (`interrupted()`) for blocks that can stop early. For a strategy's own bookkeeping around its
+    pool (submitting, waiting): KeyboardInterrupt raised inside concurrent.futures' code can leave
+    a future's lock held (`wait` takes them one by one), and the pool's shutdown then hangs.
+    A plain block outside the main thread (signals are handled there only) and where SIGINT's
+    handler is not Python's default (nested blocks, an embedding application's own)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield lambda: bool(caught)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt  # in place of whatever the block was doing: the user asked
 
 
 def split_evenly(tasks: Sequence[T], parts: int) -> list[Sequence[T]]:

@@ -27,7 +27,8 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
@@ -39,8 +40,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from harness import HarnessError
-from strategies.base import (R, T, Strategy, WorkerDied, concatenated, register, run_slice,
-                             split_evenly)
+from strategies.base import (R, T, Strategy, WorkerDied, concatenated, ctrl_c_deferred, register,
+                             run_slice, split_evenly)
 
 SEGMENT_PREFIX = "fth_"  # every segment we create starts with this, so tests can look for leaks
 LOCK_BANK_SIZE = 64
@@ -50,6 +51,7 @@ _NAMES = itertools.count()
 _NAMES_GUARD = threading.Lock()  # itertools.count is not atomic on free-threaded builds
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 GRACE_S = 2.0  # close(): how long workers get to exit after each step (ask, SIGTERM, SIGKILL)
+POLL_S = 0.1  # how often a wait for workers looks for a Ctrl-C it holds back
 _BOARD: tuple[Any, int] | None = None  # in a worker: its pool's board and its row on it
 Label = Callable[[], str]  # what a job runs, in words; made only when its worker has died
 
@@ -213,6 +215,8 @@ class Processes(Strategy):
                                              initargs=(self._token, self._locks, self._board))
             started = [self._start(lambda: "its start-up", _noop, i) for i in range(workers)]
         try:  # start the workers outside timed code; a failed or interrupted start leaves nothing
+            with ctrl_c_deferred() as interrupted:
+                wait_unless(started, interrupted)
             self._pids = {f.result() for f in started}
         except BaseException:
             self.close()
@@ -266,16 +270,20 @@ class Processes(Strategy):
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         slices = split_evenly(tasks, self.workers)
         starts = list(itertools.accumulate(map(len, slices), initial=0))
-        futures = [self._start(functools.partial(slice_label, fn, starts[i], len(part), len(tasks)),
-                               run_slice, fn, part) for i, part in enumerate(slices)]
+        with ctrl_c_deferred() as interrupted:  # Ctrl-C ends the wait; close() stops the workers
+            futures = [self._start(functools.partial(slice_label, fn, starts[i], len(part),
+                                                     len(tasks)), run_slice, fn, part)
+                       for i, part in enumerate(slices)]
+            wait_unless(futures, interrupted)
         try:
             return concatenated(f.result() for f in futures)
         except BrokenProcessPool as exc:
             raise self._worker_died(exc) from exc
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
-        label = functools.partial(task_label, fn, task)
-        return Relay(self._start(label, fn, task), self._worker_died)
+        with ctrl_c_deferred():
+            future = self._start(functools.partial(task_label, fn, task), fn, task)
+        return Relay(future, self._worker_died)
 
     def shared_array(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -349,6 +357,15 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
             break
     if manager is not None:
         manager.join(GRACE_S)  # it exits once its workers have: joining it then cannot block
+
+
+def wait_unless(futures: list[Future[Any]], interrupted: Callable[[], bool]) -> None:
+    """Until every future is done, one has failed, or `interrupted()` (looked at every POLL_S)."""
+    pending = set(futures)
+    while pending and not interrupted():
+        done, pending = wait_for_futures(pending, POLL_S, FIRST_EXCEPTION)
+        if any(not f.cancelled() and f.exception() is not None for f in done):
+            return
 
 
 def _wait_for_exit(processes: list[BaseProcess], timeout: float) -> bool:

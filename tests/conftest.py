@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Worker pools make timings noisy: no deadlines; fixtures shared across examples are deliberate.
@@ -18,3 +19,13 @@ def our_segments() -> set[str]:
     """Shared-memory segments created by this process's strategies (name prefix fth_<pid>_)."""
     shm = Path("/dev/shm")
     return {p.name for p in shm.glob(f"fth_{os.getpid()}_*")} if shm.exists() else set()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow run only when a -m expression names them (`-m slow`)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)

@@ -1,7 +1,11 @@
-"""An interrupted or killed run leaves no worker processes and no shared-memory segments behind."""
+"""An interrupted or killed run leaves no worker processes and no shared-memory segments behind,
+ends with one line and the right exit status, and never hangs."""
 
 from __future__ import annotations
 
+import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -47,4 +51,143 @@ def test_signal_leaves_nothing_behind(sig: signal.Signals) -> None:
         assert code == 130 and proc.stderr.read().strip().endswith("error: interrupted")
     assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
                                       for c in children), 15), "worker processes outlived the run"
+    assert wait_until(lambda: not segments_of(proc.pid), 15), "shared memory outlived the run"
+
+
+# ---- Ctrl-C from a terminal: SIGINT to the whole process group --------------------------------
+
+# Every strategy that runs in this process's own pools, each start method of processes.
+GROUP_RUNS = {
+    "serial": ["--strategy", "serial"],
+    "threads": ["--strategy", "threads"],
+    "asyncio": ["--strategy", "asyncio"],
+    **{f"processes-{m}": ["--strategy", "processes", "--start-method", m]
+       for m in ("forkserver", "fork", "spawn")},
+}
+
+
+def group_run(options: list[str]) -> subprocess.Popen:
+    """A long run in a process group of its own, as a shell starts a job: killpg reaches it,
+    its workers, the fork server and the resource tracker, as Ctrl-C in a terminal does."""
+    command = [sys.executable, "-m", "harness", "run", "--workers", "2", "--steps", "10000000",
+               *options]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def busy(proc: subprocess.Popen) -> bool:
+    """The run is in its training loop: it has used a second of CPU (imports take less) or,
+    for processes, its segments exist and its workers run."""
+    try:
+        run = psutil.Process(proc.pid)
+        cpu = sum(run.cpu_times()[:2])
+    except psutil.NoSuchProcess:
+        return True  # ended early: the caller's assertions will say how
+    return cpu >= 1.0 or (len(segments_of(proc.pid)) >= 3 and len(run.children(recursive=True)) >= 3)
+
+
+def interrupted_cleanly(proc: subprocess.Popen, limit: float) -> tuple[bool, str]:
+    """SIGINT to the run's group; whether it ended within `limit` s, exit 130, with exactly the
+    one line `error: interrupted`, leaving no process and no segment. The reason if not."""
+    children = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return False, f"still running {limit} s after SIGINT: {proc.communicate()[1][-2000:]}"
+    if proc.returncode != 130 or err.strip() != "error: interrupted":
+        return False, f"exit {proc.returncode}, stderr:\n{err[-3000:]}"
+    if not wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                                      for c in children), 15):
+        return False, "worker processes outlived the run"
+    if not wait_until(lambda: not segments_of(proc.pid), 15):
+        return False, f"shared memory outlived the run: {segments_of(proc.pid)}"
+    return True, ""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", GROUP_RUNS)
+def test_group_sigint_ends_every_strategy_with_one_line(name: str) -> None:
+    """Before: processes workers printed KeyboardInterrupt tracebacks (and could hang the
+    shutdown); asyncio printed "Event loop is closed" or exited 1 with "Cannot close a running
+    event loop". Two tries: one in the training loop, one at a random moment of the start-up."""
+    for delay in (None, random.uniform(0.3, 1.5)):
+        proc = group_run(GROUP_RUNS[name])
+        if delay is None:
+            assert wait_until(lambda: busy(proc), 60), "the run never got going"
+        else:
+            time.sleep(delay)
+        ok, why = interrupted_cleanly(proc, 30)
+        assert ok, why
+
+
+STRESS_TRIES = 40
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(STRESS_TRIES * 30)
+@pytest.mark.parametrize("method", ["forkserver", "fork"])
+def test_group_sigint_stress_never_hangs_a_processes_run(method: str) -> None:
+    """The issue's repro, 40 times: Ctrl-C 1.2-2.5 s after the start of a processes run must end
+    it within 10 s, exit 130, one line, no segment left. Before: 2 of 29 (forkserver) and 3 of
+    46 (fork) hung forever in the pool's shutdown."""
+    failures = []
+    for attempt in range(STRESS_TRIES):
+        proc = group_run(["--strategy", "processes", "--start-method", method, "--steps", "5000"])
+        time.sleep(random.uniform(1.2, 2.5))
+        ok, why = interrupted_cleanly(proc, 10)
+        if not ok:
+            failures.append(f"try {attempt}: {why}")
+    assert not failures, f"{len(failures)} of {STRESS_TRIES} tries failed:\n" + "\n".join(failures)
+
+
+# ---- a worker that dies ---------------------------------------------------------------------------
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The pool's workers: the run's descendants but its resource tracker and fork server."""
+    helpers = {c.pid for c in psutil.Process(pid).children()
+               if any("resource_tracker" in a or "forkserver" in a for a in c.cmdline())}
+    return [c for c in descendants(pid) if c.pid not in helpers
+            and not any("resource_tracker" in a for a in c.cmdline())]
+
+
+DYING_RUNS = {
+    "data-parallel": (["--workload", "data-parallel", "--steps", "10000000"], False),
+    "async-sgd": (["--workload", "async-sgd", "--updates", "100000000"], True),
+    "loader": (["--workload", "loader", "--epochs", "100000"], True),
+}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workload", DYING_RUNS)
+def test_killed_worker_is_one_line_naming_it(workload: str, tmp_path: Path) -> None:
+    """Before: a 39-line BrokenProcessPool traceback (58-109 lines with fork)."""
+    options, always_busy = DYING_RUNS[workload]
+    if workload == "loader":
+        subprocess.run([sys.executable, "-m", "harness", "data", "make", "--dir", str(tmp_path),
+                        "--samples", "2048", "--seed", "1"], cwd=ROOT, check=True,
+                       capture_output=True)
+        options = [*options, "--data", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--strategy", "processes",
+                             "--workers", "2", *options], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_until(lambda: len(worker_processes(proc.pid)) == 2 and busy(proc), 60)
+    children = descendants(proc.pid)
+    victim = worker_processes(proc.pid)[0].pid
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    when = r"while running \S.*" if always_busy else r"(while running \S.*|between tasks)"
+    assert proc.returncode == 1
+    assert re.fullmatch(rf"error: worker process {victim} died \(signal 9, SIGKILL\) {when}",
+                        err.strip()), err
+    assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                                      for c in children), 15), "processes outlived the run"
     assert wait_until(lambda: not segments_of(proc.pid), 15), "shared memory outlived the run"
