@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)  # 2: bad input; a crashed worker says 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if not (args.command == "bench" and "--worker" in args.argv):  # its manager says it once
+            print("error: interrupted", file=sys.stderr)
         return 130
 
 

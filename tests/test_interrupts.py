@@ -191,3 +191,28 @@ def test_killed_worker_is_one_line_naming_it(workload: str, tmp_path: Path) -> N
     assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
                                       for c in children), 15), "processes outlived the run"
     assert wait_until(lambda: not segments_of(proc.pid), 15), "shared memory outlived the run"
+
+
+# ---- bench: pyperf's manager and workers in one group ------------------------------------------
+
+@pytest.mark.timeout(300)
+def test_group_sigint_ends_bench_with_one_line_and_status_130(tmp_path: Path) -> None:
+    """Before: pyperf printed "Benchmark interrupted: exit" (and its worker, or a worker's
+    start-up traceback) and the bench exited 1. Three tries at different moments of the matrix:
+    a worker starting, a worker measuring, the manager between workers."""
+    out = tmp_path / "suite.json"
+    command = [sys.executable, "-m", "harness", "bench", "--preset", "smoke", "--strategies",
+               "threads,processes", "--out", str(out)]
+    env = {**os.environ, "FT_HARNESS_CACHE": str(tmp_path / "cache"), "OPENBLAS_NUM_THREADS": "1"}
+    for delay in (1.5, random.uniform(2.5, 5.0), random.uniform(5.0, 8.0)):
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        seen: set[int] = set()
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:  # every process of the bench, for the leak check
+            seen |= {c.pid for c in descendants(proc.pid)}
+            time.sleep(0.05)
+        ok, why = interrupted_cleanly(proc, 60)
+        assert ok, f"after {delay:.1f} s: {why}"
+        assert not out.exists() and not list(tmp_path.glob(".suite.json.*")), "output written"
+        assert not [s for pid in seen for s in segments_of(pid)], "shared memory outlived a worker"
