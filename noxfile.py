@@ -131,3 +131,21 @@ def report(session: nox.Session) -> None:
     session.run(venv_python(session, interp), "-m", "harness", "report", *raw, "-o", str(LATEST),
                 external=True, env=config_env(interp))
     session.log(f"bench + report took {time.monotonic() - start:.0f} s")
+
+
+# The fast unit tests: no CLI subprocesses, bench or MPI jobs. Each test runs in 4 threads at once,
+# 3 times: the harness's own code and the strategies' thread-safety contract on a build where
+# threads really overlap. Tests single-threaded by nature are marked thread_unsafe.
+THREADSAFETY_TESTS = ["tests/test_strategies.py", "tests/test_model.py", "tests/test_params.py",
+                      "tests/test_config.py", "tests/test_augment.py", "tests/test_scaling.py",
+                      "tests/test_data.py"]
+
+
+@nox.session(python=False)
+def threadsafety(session: nox.Session) -> None:
+    """The fast unit tests under pytest-run-parallel (--parallel-threads) on cp313t."""
+    interp = CONFIGS["cp313t"]
+    python = venv_python(session, interp)
+    session.run(python, "-m", "pytest", "-p", "no:cacheprovider", "--parallel-threads=4",
+                "--iterations=3", *THREADSAFETY_TESTS, *session.posargs, external=True,
+                env=config_env(interp))
