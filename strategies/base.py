@@ -10,7 +10,9 @@ several threads at once (on free-threaded builds too): each call is whole on its
 `lock()` is a distinct lock. `map` must not be called from inside a task (a task running on a
 worker of the same strategy), and `close` only once every other call has returned; the harness
 itself calls everything from one thread. Plug-ins must keep this promise; the unit tests run
-under pytest-run-parallel on a free-threaded build to check it (`nox -s threadsafety`).
+under pytest-run-parallel on a free-threaded build to check it (`nox -s threadsafety`). The one
+exception is a strategy whose `map` is collective across processes (`mpi`: every rank calls it,
+in the same order): its `map` and `sum_rows` belong to one thread per rank.
 
 Faults. A task's exception is re-raised by `map` (or the Future's `result`). A worker that dies
 raises `WorkerDied` naming it. Ctrl-C belongs to the calling process: workers do not act on it,
