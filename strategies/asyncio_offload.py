@@ -75,11 +75,12 @@ class AsyncioOffload(Strategy):
 @contextlib.contextmanager
 def ctrl_c_cancels(task: asyncio.Task[Any]) -> Iterator[None]:
     """In the main thread, while the loop runs `task`: Ctrl-C cancels the task (the loop then
-    stops at once, as the task was all it ran), and KeyboardInterrupt is raised on the way out,
-    in place of the CancelledError. SIGTERM does the same where it is routed to the SIGINT
-    handler (the CLI does so). Elsewhere signals are not ours to handle: a plain run."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    stops at once, as the task was all it ran) and is handed, on the way out, to the SIGINT
+    handler that was in place (Python's default raises KeyboardInterrupt, in place of the
+    CancelledError). SIGTERM does the same where it is routed to the SIGINT handler (the CLI
+    does so). Elsewhere signals are not ours to handle: a plain run."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield
         return
     interrupted = []
@@ -93,6 +94,6 @@ def ctrl_c_cancels(task: asyncio.Task[Any]) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
         if interrupted:
-            raise KeyboardInterrupt  # in place of the CancelledError the interrupt caused
+            previous(signal.SIGINT, None)

@@ -174,14 +174,14 @@ class Strategy(ABC):
 
 @contextlib.contextmanager
 def ctrl_c_deferred() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C held back until the block ends, then raised as KeyboardInterrupt; yields a check
-    (`interrupted()`) for blocks that can stop early. For a strategy's own bookkeeping around its
-    pool (submitting, waiting): KeyboardInterrupt raised inside concurrent.futures' code can leave
-    a future's lock held (`wait` takes them one by one), and the pool's shutdown then hangs.
-    A plain block outside the main thread (signals are handled there only) and where SIGINT's
-    handler is not Python's default (nested blocks, an embedding application's own)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    """Ctrl-C held back until the block ends, then handed to the SIGINT handler that was in place
+    (Python's default raises KeyboardInterrupt); yields a check (`interrupted()`) for blocks that
+    can stop early. For a strategy's own bookkeeping around its pool (submitting, waiting):
+    KeyboardInterrupt raised inside concurrent.futures' code can leave a future's lock held (`wait`
+    takes them one by one), and the pool's shutdown then hangs. A plain block outside the main
+    thread (signals are handled there only) or where SIGINT has no Python handler (ignored)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield lambda: False
         return
     caught: list[int] = []
@@ -189,9 +189,9 @@ def ctrl_c_deferred() -> Iterator[Callable[[], bool]]:
     try:
         yield lambda: bool(caught)
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
         if caught:
-            raise KeyboardInterrupt  # in place of whatever the block was doing: the user asked
+            previous(signal.SIGINT, None)  # in place of whatever the block was doing
 
 
 def split_evenly(tasks: Sequence[T], parts: int) -> list[Sequence[T]]:

@@ -245,7 +245,7 @@ class Processes(Strategy):
             self._jobs.pop(job, None)
 
     def _dead_worker(self) -> str | None:
-        """`worker process PID died (HOW) while running TASK`, from the exit status and the board."""
+        """`worker process PID died (HOW) while running TASK`, from exit statuses and the board."""
         processes = list((self._pool._processes or {}).values())  # type: ignore[attr-defined]
         # Killed by the pool's own SIGTERM after the break: only if none died otherwise.
         dead = sorted((p for p in processes if p.exitcode is not None),
@@ -291,8 +291,9 @@ class Processes(Strategy):
         with _NAMES_GUARD:
             number = next(_NAMES)
         name = f"{SEGMENT_PREFIX}{os.getpid()}_{number}_{self._token[:8]}"
-        shm = SharedMemory(name=name, create=True, size=nbytes)
-        self._segments.append(shm)
+        with ctrl_c_deferred():  # interrupted between creating and noting it, it would leak
+            shm = SharedMemory(name=name, create=True, size=nbytes)
+            self._segments.append(shm)
         array = np.ndarray(shape, dtype=dtype, buffer=shm.buf).view(SharedNDArray)
         array[...] = 0
         array.segment = name
@@ -311,20 +312,22 @@ class Processes(Strategy):
         return {**super().info(), "start_method": self.start_method}
 
     def _close(self) -> None:
-        try:
-            stop_pool(self._pool)
-        finally:
-            _LOCK_BANKS.pop(self._token, None)
-            for shm in self._segments:
-                _release(shm)
-            self._segments.clear()
+        with ctrl_c_deferred():  # bounded, and a second Ctrl-C must not cut the clean-up short
+            try:
+                stop_pool(self._pool)
+            finally:
+                _LOCK_BANKS.pop(self._token, None)
+                for shm in self._segments:
+                    _release(shm)
+                self._segments.clear()
 
 
 class Relay(Future):  # type: ignore[type-arg]
     """What `submit` returns: the pool future's outcome, with a broken pool's error replaced by
     the one naming the dead worker; cancelling it cancels the pool's job."""
 
-    def __init__(self, source: Future[Any], explain: Callable[[BaseException], BaseException]) -> None:
+    def __init__(self, source: Future[Any],
+                 explain: Callable[[BaseException], BaseException]) -> None:
         super().__init__()
         self._source, self._explain = source, explain
         source.add_done_callback(self._copy)

@@ -3,6 +3,7 @@ ends with one line and the right exit status, and never hangs."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -90,7 +91,8 @@ def busy(proc: subprocess.Popen) -> bool:
         cpu = sum(run.cpu_times()[:2])
     except psutil.NoSuchProcess:
         return True  # ended early: the caller's assertions will say how
-    return cpu >= 1.0 or (len(segments_of(proc.pid)) >= 3 and len(run.children(recursive=True)) >= 3)
+    started = len(segments_of(proc.pid)) >= 3 and len(run.children(recursive=True)) >= 3
+    return cpu >= 1.0 or started
 
 
 def interrupted_cleanly(proc: subprocess.Popen, limit: float) -> tuple[bool, str]:
@@ -122,7 +124,7 @@ def test_group_sigint_ends_every_strategy_with_one_line(name: str) -> None:
     for delay in (None, random.uniform(0.3, 1.5)):
         proc = group_run(GROUP_RUNS[name])
         if delay is None:
-            assert wait_until(lambda: busy(proc), 60), "the run never got going"
+            assert wait_until(functools.partial(busy, proc), 60), "the run never got going"
         else:
             time.sleep(delay)
         ok, why = interrupted_cleanly(proc, 30)
@@ -149,7 +151,7 @@ def test_group_sigint_stress_never_hangs_a_processes_run(method: str) -> None:
     assert not failures, f"{len(failures)} of {STRESS_TRIES} tries failed:\n" + "\n".join(failures)
 
 
-# ---- a worker that dies ---------------------------------------------------------------------------
+# ---- a worker that dies ------------------------------------------------------------------------
 
 def worker_processes(pid: int) -> list[psutil.Process]:
     """The pool's workers: the run's descendants but its resource tracker and fork server."""

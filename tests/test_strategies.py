@@ -183,7 +183,7 @@ StrategyLifecycle.TestCase.settings = settings(max_examples=30, stateful_step_co
 test_strategy_lifecycle = StrategyLifecycle.TestCase
 
 
-# ---- faults: a dead worker, a stuck worker, Ctrl-C -------------------------------------------------
+# ---- faults: a dead worker, a stuck worker, Ctrl-C ---------------------------------------------
 
 def note_pid_then_sleep(args: tuple[np.ndarray, int]) -> int:
     shared, row = args
@@ -279,7 +279,7 @@ def test_ctrl_c_during_asyncio_map_cancels_it_and_the_loop_closes() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-# ---- the thread-safety contract: several threads calling one strategy -----------------------------
+# ---- the thread-safety contract: several threads calling one strategy -------------------------
 
 THREADS = 4
 

@@ -118,7 +118,8 @@ class Stop:
 
 
 def stop_worker(signum: int, frame: object) -> None:
-    """A pyperf worker's Ctrl-C: stop the cell once; a second signal must not cut its clean-up."""
+    """A pyperf worker's Ctrl-C (strategies hand it over once out of their pool's bookkeeping):
+    stop the cell once; a second signal must not cut its clean-up short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted
 
