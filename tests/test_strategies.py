@@ -83,6 +83,7 @@ def test_shared_array_is_written_by_workers(strategy: Strategy) -> None:
     assert shared[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.thread_unsafe  # BLAS limits are process-wide
 def test_blas_pinned_to_one_thread_except_for_blas() -> None:
     for name in ALL:
         with create(name, 2) as s:
@@ -99,6 +100,7 @@ def test_close_is_idempotent_and_map_after_close_raises(name: str) -> None:
         s.map(square, [1])
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_processes_honour_start_method_and_leave_no_segments(method: str) -> None:
     with create("processes", 2, start_method=method) as s:
@@ -110,6 +112,7 @@ def test_processes_honour_start_method_and_leave_no_segments(method: str) -> Non
     assert not our_segments()
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 def test_processes_release_segments_when_a_worker_raises() -> None:
     with pytest.raises(ValueError):
         with create("processes", 2) as s:
@@ -118,6 +121,7 @@ def test_processes_release_segments_when_a_worker_raises() -> None:
     assert not our_segments()
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.timeout(60)
 def test_crashed_worker_fails_fast_instead_of_hanging() -> None:
     start = time.monotonic()
@@ -212,6 +216,7 @@ def kill_first_noted(shared: np.ndarray) -> int:
     return pid
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["map", "submit"])
 def test_killed_worker_raises_worker_died_naming_it(how: str) -> None:
@@ -231,6 +236,7 @@ def test_killed_worker_raises_worker_died_naming_it(how: str) -> None:
     assert not our_segments()
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.timeout(120)
 def test_close_stops_a_stuck_worker() -> None:
     """A worker that never finishes its task (and ignores SIGTERM) cannot hold close() forever.
@@ -299,14 +305,17 @@ def in_threads(call: Callable[[int], object], rounds: int = 1) -> list[object]:
 
 @pytest.fixture
 def frequent_switches() -> Iterator[None]:
-    """With the GIL, switch threads as often as possible, so a race shows up as on 3.13t."""
+    """With the GIL, switch threads as often as possible, so a race shows up as on 3.13t (where
+    threads overlap anyway: nothing to change, and nothing process-wide for parallel runs)."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        yield
+        return
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     yield
     sys.setswitchinterval(old)
 
 
-@pytest.mark.thread_unsafe  # the switch interval is process-wide
 @pytest.mark.parametrize("name", ALL)
 def test_map_from_several_threads_at_once(name: str, frequent_switches: None) -> None:
     """Before: asyncio raised "This event loop is already running"."""
@@ -315,7 +324,6 @@ def test_map_from_several_threads_at_once(name: str, frequent_switches: None) ->
     assert results == [[x * x for x in range(i, i + 9)] for i in range(THREADS * 5)]
 
 
-@pytest.mark.thread_unsafe  # the switch interval is process-wide
 def test_lock_hands_out_each_index_once_to_concurrent_threads(frequent_switches: None) -> None:
     """Before: an unguarded counter gave 16-74 duplicate indices to 4 threads on 3.13t."""
     def take(_: int) -> object:
@@ -331,7 +339,6 @@ def test_lock_hands_out_each_index_once_to_concurrent_threads(frequent_switches:
     assert all("has only 64 locks" in x for x in got if not isinstance(x, int))
 
 
-@pytest.mark.thread_unsafe  # the switch interval is process-wide
 def test_shared_arrays_from_several_threads_get_their_own_segments(frequent_switches: None) -> None:
     with create("processes", 1) as s:
         arrays = in_threads(lambda i: s.shared_array(3), rounds=5)
