@@ -171,15 +171,13 @@ def _take_board_row(board: Any) -> None:
 
 
 def _run_job(job: int, fn: Callable[..., R], *args: Any) -> R:
-    """Executed by a worker: fn(*args), with `job` on the board while it runs."""
-    if _BOARD is None:
-        return fn(*args)
-    raw, row = _BOARD
-    raw[row + 1] = job
-    try:
-        return fn(*args)
-    finally:
-        raw[row + 1] = 0
+    """Executed by a worker: fn(*args), with `job` on the board. It stays there until the next
+    job: a worker killed while sending the result has not finished it either (the parent knows
+    which jobs have finished, and reports a death after the last one as between tasks)."""
+    if _BOARD is not None:
+        raw, row = _BOARD
+        raw[row + 1] = job
+    return fn(*args)
 
 
 def _noop(_: object) -> int:
@@ -218,9 +216,24 @@ class Processes(Strategy):
             with ctrl_c_deferred() as interrupted:
                 wait_unless(started, interrupted)
             self._pids = {f.result() for f in started}
-        except BaseException:
+        except BaseException as exc:
             self.close()
-            raise
+            raise self._worker_died(exc) from exc
+        workers = list(self._pool._processes.values())  # type: ignore[attr-defined]
+        threading.Thread(target=self._watch, args=(workers,), name="ft-harness-watch",
+                         daemon=True).start()
+
+    def _watch(self, workers: list[BaseProcess]) -> None:
+        """Once a worker has ended: if the strategy is still open and the pool has not noticed
+        (it breaks within milliseconds when it can), unstick the pool's thread (see
+        `feed_stuck_reader`); its futures then fail and name the dead worker."""
+        pool, manager = self._pool, self._pool._executor_manager_thread  # type: ignore[attr-defined]
+        wait([w.sentinel for w in workers])
+        deadline = time.monotonic() + GRACE_S
+        while not (self._closed or pool._broken) and time.monotonic() < deadline:  # type: ignore
+            time.sleep(POLL_S)
+        if not (self._closed or pool._broken):  # type: ignore[attr-defined]
+            feed_stuck_reader(pool, manager)
 
     def _start(self, what: Label, fn: Callable[..., R], *args: Any) -> Future[R]:
         """Submit fn(*args) as a numbered job that the board can name if its worker dies."""
@@ -369,6 +382,23 @@ def wait_unless(futures: list[Future[Any]], interrupted: Callable[[], bool]) -> 
         done, pending = wait_for_futures(pending, POLL_S, FIRST_EXCEPTION)
         if any(not f.cancelled() and f.exception() is not None for f in done):
             return
+
+
+def feed_stuck_reader(pool: ProcessPoolExecutor, manager: threading.Thread | None) -> None:
+    """A worker killed while writing its result leaves half a message in the result pipe, and the
+    pool's thread waits for the rest in recv() forever: it never looks at the dead worker, the
+    futures never end, and the interpreter's exit (which joins that thread) hangs too. We hold
+    the pipe's write end as well (the pool made it here), so we complete the message with zeros,
+    without blocking; the thread then fails to unpickle it and breaks the pool as it should."""
+    writer = pool._result_queue._writer.fileno()  # type: ignore[attr-defined]
+    os.set_blocking(writer, False)
+    deadline = time.monotonic() + 10 * GRACE_S
+    while (manager is not None and manager.is_alive() and not pool._broken  # type: ignore
+           and time.monotonic() < deadline):
+        try:
+            os.write(writer, bytes(65536))
+        except BlockingIOError:
+            time.sleep(POLL_S)  # full: the thread is reading, or has stopped reading for good
 
 
 def _wait_for_exit(processes: list[BaseProcess], timeout: float) -> bool:
