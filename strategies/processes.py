@@ -16,6 +16,7 @@ exit signal or status and its task (`WorkerDied`) instead of a BrokenProcessPool
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import multiprocessing
@@ -225,8 +226,10 @@ class Processes(Strategy):
         with self._guard:
             job = next(self._job_ids)
             self._jobs[job] = what
+        # submit starts workers on demand (all of them with fork): born with the signals blocked
+        starts = len(self._pool._processes or ()) < self.workers  # type: ignore[attr-defined]
         try:
-            with signals_blocked():  # submit may start a worker (on demand, or all of them)
+            with signals_blocked() if starts else contextlib.nullcontext():
                 future = self._pool.submit(_run_job, job, fn, *args)
         except BrokenProcessPool as exc:  # a worker died between jobs
             raise self._worker_died(exc) from exc
