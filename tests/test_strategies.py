@@ -250,7 +250,9 @@ def test_close_stops_a_stuck_worker() -> None:
     assert not our_segments()
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+# fork in a process whose other threads run (pytest-run-parallel) can deadlock the child
+@pytest.mark.parametrize("method", [pytest.param("fork", marks=pytest.mark.thread_unsafe),
+                                    "forkserver", "spawn"])
 def test_process_workers_ignore_ctrl_c(method: str) -> None:
     """The parent owns Ctrl-C. Before: a forkserver or spawn worker raised KeyboardInterrupt
     (and could die inside the pool's queue lock); a fork worker inherited the parent's handler."""
