@@ -318,3 +318,27 @@ def mutants(session: nox.Session) -> None:
     # The run ends with its "Mutant results": every mutant no test killed (🙁 survived,
     # 🫥 no test reaches it, ⏰ timed out). `mutmut show NAME` prints one's diff.
     session.run(python, "-m", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
+
+
+# The fast unit tests: no CLI subprocesses, bench or MPI jobs. Each test runs in 4 threads at once,
+# 3 times: the harness's own code and the strategies' thread-safety contract on a build where
+# threads really overlap. Tests single-threaded by nature (signals, process-wide settings, listing
+# the process's segments) are marked thread_unsafe and left to `nox -s tests`.
+THREADSAFETY_TESTS = ["tests/test_strategies.py", "tests/test_model.py", "tests/test_params.py",
+                      "tests/test_config.py", "tests/test_augment.py", "tests/test_scaling.py",
+                      "tests/test_data.py"]
+
+
+@nox.session(python=False)
+def threadsafety(session: nox.Session) -> None:
+    """The fast unit tests under pytest-run-parallel (--parallel-threads) on the free-threaded
+    build of each version asked for (cp313t by default)."""
+    for series in VERSIONS:
+        threadsafety_on(session, interpreter(session, series.names[1]))
+
+
+def threadsafety_on(session: nox.Session, interp: toolchain.Interpreter) -> None:
+    python = venv_python(session, interp)
+    session.run(python, "-m", "pytest", "-p", "no:cacheprovider", "--parallel-threads=4",
+                "--iterations=3", "--skip-thread-unsafe=True", *THREADSAFETY_TESTS, *session.posargs, external=True,
+                env=config_env(interp))

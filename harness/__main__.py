@@ -272,9 +272,13 @@ def build_parser() -> Parser:
 
 
 def interrupt_on_termination() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so pools are shut down and shared memory unlinked."""
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so pools are shut down and shared memory unlinked:
+    they call whatever handles SIGINT at that moment (a strategy may route Ctrl-C for a while)."""
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        handler(signum, frame)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
 
@@ -322,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][0](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # 2: bad input; a crashed worker says 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if not (args.command == "bench" and "--worker" in args.argv):  # its manager says it once
+            print("error: interrupted", file=sys.stderr)
         return 130
 
 

@@ -3,13 +3,22 @@
 This is how an asyncio service would run CPU work without blocking its loop; it costs the
 loop's scheduling on top of the threads strategy. A streamed task (`submit`) goes straight to the
 same executor, which is what run_in_executor does underneath: nothing awaits it, so no loop turn.
+
+An event loop runs in one thread at a time, so each thread that calls `map` gets a loop of its
+own (all of them hand work to the one pool): `map` from several threads at once is safe, as the
+Strategy contract promises. Ctrl-C while a loop runs cancels its map, and KeyboardInterrupt is
+raised once the loop has stopped: raised inside the loop's own bookkeeping it could leave the
+loop marked running ("Cannot close a running event loop" at close).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
 
@@ -22,10 +31,21 @@ class AsyncioOffload(Strategy):
     def __init__(self, workers: int = 1, **kwargs: object) -> None:
         super().__init__(workers, **kwargs)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ft-harness-aio")
-        self._loop = asyncio.new_event_loop()
+        self._local = threading.local()  # this thread's loop
+        self._loops: list[asyncio.AbstractEventLoop] = []  # every thread's, for close()
+        self._loops_guard = threading.Lock()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()
+            with self._loops_guard:
+                self._loops.append(loop)
+        return loop
 
     async def _gather(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
-        futures = [self._loop.run_in_executor(self._pool, run_slice, fn, part)
+        loop = asyncio.get_running_loop()
+        futures = [loop.run_in_executor(self._pool, run_slice, fn, part)
                    for part in split_evenly(tasks, self.workers)]
         try:
             # return_exceptions: a failed slice must not end the map while others still run
@@ -40,11 +60,45 @@ class AsyncioOffload(Strategy):
         return concatenated(results)
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
-        return self._loop.run_until_complete(self._gather(fn, tasks))
+        loop = self._loop()
+        task = loop.create_task(self._gather(fn, tasks))
+        with ctrl_c_cancels(task):
+            return loop.run_until_complete(task)
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
         return self._pool.submit(fn, task)
 
     def _close(self) -> None:
+        # The pool first: a task that finishes posts its result to its loop, which must be open.
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._loop.close()
+        with self._loops_guard:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.close()
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(task: asyncio.Task[Any]) -> Iterator[None]:
+    """In the main thread, while the loop runs `task`: Ctrl-C cancels the task (the loop then
+    stops at once, as the task was all it ran) and is handed, on the way out, to the SIGINT
+    handler that was in place (Python's default raises KeyboardInterrupt, in place of the
+    CancelledError). SIGTERM does the same where it is routed to the SIGINT handler (the CLI
+    does so). Elsewhere signals are not ours to handle: a plain run."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    interrupted = []
+
+    def cancel(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        task.cancel()  # a no-op once the task is done
+        task.get_loop().call_soon_threadsafe(lambda: None)  # wake a loop waiting in select()
+
+    signal.signal(signal.SIGINT, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            previous(signal.SIGINT, None)

@@ -4,13 +4,28 @@ A strategy owns *how* tasks run in parallel and nothing else: `map(fn, tasks)` r
 task order, `shared_array` gives memory every worker sees, `lock()` a lock every worker honours.
 `sum_rows` adds the rows tasks wrote, in row order. Everything else (what a task computes, how
 its results are used) belongs to the workload.
+
+Threads. `map`, `submit`, `shared_array`, `lock`, `sum_rows` and `info` may be called from
+several threads at once (on free-threaded builds too): each call is whole on its own, and every
+`lock()` is a distinct lock. `map` must not be called from inside a task (a task running on a
+worker of the same strategy), and `close` only once every other call has returned; the harness
+itself calls everything from one thread. Plug-ins must keep this promise; the unit tests run
+under pytest-run-parallel on a free-threaded build to check it (`nox -s threadsafety`). The one
+exception is a strategy whose `map` is collective across processes (`mpi`: every rank calls it,
+in the same order): its `map` and `sum_rows` belong to one thread per rank.
+
+Faults. A task's exception is re-raised by `map` (or the Future's `result`). A worker that dies
+raises `WorkerDied` naming it. Ctrl-C belongs to the calling process: workers do not act on it,
+and `close()` stops them within a bounded time, whatever state they are in.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
@@ -23,6 +38,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 REGISTRY: dict[str, type["Strategy"]] = {}
+
+
+class WorkerDied(HarnessError, BrokenProcessPool):
+    """A worker process died (killed, or exited) while the strategy needed it; the message names
+    it: `worker process PID died (signal 9, SIGKILL) while running TASK`. A BrokenProcessPool
+    too, so code that expects the executor's error still catches it. The CLI exits with 1."""
+
+    exit_status = 1
 
 
 def sum_in_order(rows: np.ndarray) -> np.ndarray:
@@ -201,6 +224,35 @@ class Strategy(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ctrl_c_deferred:  # noqa: N801  (a context manager, used like a function)
+    """Ctrl-C held back until the block ends, then handed to the SIGINT handler that was in place
+    (Python's default raises KeyboardInterrupt); `as interrupted` gives a check for blocks that
+    can stop early. For a strategy's own bookkeeping around its pool (submitting, waiting):
+    KeyboardInterrupt raised inside concurrent.futures' code can leave a future's lock held (`wait`
+    takes them one by one), and the pool's shutdown then hangs. A plain block outside the main
+    thread (signals are handled there only) or where SIGINT has no Python handler (ignored).
+    A class, not a generator: it runs on every map, and this costs half as much."""
+
+    __slots__ = ("_previous", "_caught")
+
+    def __enter__(self) -> Callable[[], bool]:
+        self._previous = previous = signal.getsignal(signal.SIGINT)
+        self._caught: list[int] = []
+        if threading.current_thread() is not threading.main_thread() or not callable(previous):
+            self._previous = None
+            return lambda: False
+        signal.signal(signal.SIGINT, lambda signum, frame: self._caught.append(signum))
+        return lambda: bool(self._caught)
+
+    def __exit__(self, *exc: object) -> None:
+        previous = self._previous
+        if previous is None:
+            return
+        signal.signal(signal.SIGINT, previous)
+        if self._caught:
+            previous(signal.SIGINT, None)  # in place of whatever the block was doing
 
 
 def split_evenly(tasks: Sequence[T], parts: int) -> list[Sequence[T]]:

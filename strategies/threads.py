@@ -16,7 +16,8 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
-from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
+from strategies.base import (R, T, Strategy, concatenated, ctrl_c_deferred, register, run_slice,
+                             split_evenly)
 
 
 @register
@@ -33,11 +34,16 @@ class Threads(Strategy):
         if not tasks:
             return []
         first, *rest = split_evenly(tasks, self.workers)
-        futures = [self._pool.submit(run_slice, fn, part) for part in rest]
-        try:
-            mine = run_slice(fn, first)
-        finally:
-            wait(futures)  # never return (or raise) while pool threads still run our tasks
+        if not rest:
+            return run_slice(fn, first)  # no pool involved: Ctrl-C interrupts the task at once
+        # Ctrl-C waits for the end of the map: the pool's threads cannot be stopped, and the map
+        # must not return while they still run our tasks; the caller's slice is no longer.
+        with ctrl_c_deferred():
+            futures = [self._pool.submit(run_slice, fn, part) for part in rest]
+            try:
+                mine = run_slice(fn, first)
+            finally:
+                wait(futures)
         return concatenated([mine, *(f.result() for f in futures)])
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Worker pools make timings noisy: no deadlines; fixtures shared across examples are deliberate.
@@ -20,6 +21,11 @@ def our_segments() -> set[str]:
     return {p.name for p in shm.glob(f"fth_{os.getpid()}_*")} if shm.exists() else set()
 
 
-def pytest_configure(config) -> None:  # noqa: ANN001  (pytest's Config)
-    # Repetitions that make a rare race certain; deselect with -m "not slow" for a quick pass.
-    config.addinivalue_line("markers", "slow: repeated runs of a race-sensitive check")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow run only when a -m expression names them (`-m slow`)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)

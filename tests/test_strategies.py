@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -15,7 +21,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from harness import HarnessError
 from strategies import REGISTRY, create, get_strategy, register
-from strategies.base import Strategy, blas_summary, split_evenly
+from strategies.base import Strategy, WorkerDied, blas_summary, ctrl_c_deferred, split_evenly
+from strategies.processes import LOCK_BANK_SIZE
 from tests.conftest import our_segments
 
 # SPMD strategies map only where every worker runs the workload: tests/test_mpi.py, test_spmd.py
@@ -77,6 +84,7 @@ def test_shared_array_is_written_by_workers(strategy: Strategy) -> None:
     assert shared[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.thread_unsafe  # BLAS limits are process-wide
 def test_blas_pinned_to_one_thread_except_for_blas() -> None:
     for name in ALL:
         with create(name, 2) as s:
@@ -93,6 +101,7 @@ def test_close_is_idempotent_and_map_after_close_raises(name: str) -> None:
         s.map(square, [1])
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_processes_honour_start_method_and_leave_no_segments(method: str) -> None:
     with create("processes", 2, start_method=method) as s:
@@ -104,6 +113,7 @@ def test_processes_honour_start_method_and_leave_no_segments(method: str) -> Non
     assert not our_segments()
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 def test_processes_release_segments_when_a_worker_raises() -> None:
     with pytest.raises(ValueError):
         with create("processes", 2) as s:
@@ -112,6 +122,7 @@ def test_processes_release_segments_when_a_worker_raises() -> None:
     assert not our_segments()
 
 
+@pytest.mark.thread_unsafe  # lists the process's segments
 @pytest.mark.timeout(60)
 def test_crashed_worker_fails_fast_instead_of_hanging() -> None:
     start = time.monotonic()
@@ -188,3 +199,163 @@ def test_register_adds_a_class_once_and_refuses_its_name_twice() -> None:
             register(Extra)
     finally:
         REGISTRY.pop("extra-for-test", None)
+
+
+# ---- faults: a dead worker, a stuck worker, Ctrl-C ---------------------------------------------
+
+def note_pid_then_sleep(args: tuple[np.ndarray, int]) -> int:
+    shared, row = args
+    shared[row] = os.getpid()
+    time.sleep(120)
+    return row
+
+
+def stuck(_: int) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends this worker
+    time.sleep(3600)
+    return 0
+
+
+def sigint_disposition(_: int) -> bool:
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def kill_first_noted(shared: np.ndarray) -> int:
+    """SIGKILL the first worker that noted its pid in `shared`; its pid."""
+    deadline = time.monotonic() + 60
+    while not shared.any() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(shared[shared != 0][0])
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.mark.thread_unsafe  # lists the process's segments
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["map", "submit"])
+def test_killed_worker_raises_worker_died_naming_it(how: str) -> None:
+    """Before: BrokenProcessPool, "A process in the process pool was terminated abruptly"."""
+    with create("processes", 2) as s:
+        shared = s.shared_array(2)
+        with ThreadPoolExecutor(1) as killer:
+            victim = killer.submit(kill_first_noted, shared)
+            with pytest.raises(WorkerDied) as info:
+                if how == "map":
+                    s.map(note_pid_then_sleep, [(shared, 0), (shared, 1)])
+                else:
+                    s.submit(note_pid_then_sleep, (shared, 0)).result()
+        task = "task [01] of 2" if how == "map" else r"\(.*, 0\)"
+        assert re.fullmatch(rf"worker process {victim.result()} died \(signal 9, SIGKILL\) while "
+                            rf"running note_pid_then_sleep on ({task})", str(info.value))
+    assert not our_segments()
+
+
+@pytest.mark.thread_unsafe  # lists the process's segments
+@pytest.mark.timeout(120)
+def test_close_stops_a_stuck_worker() -> None:
+    """A worker that never finishes its task (and ignores SIGTERM) cannot hold close() forever.
+    Before: shutdown(wait=True) waited for the task."""
+    s = create("processes", 1)
+    s.submit(stuck, 0)
+    workers = [psutil.Process(pid) for pid in s._pids]  # type: ignore[attr-defined]
+    s.shared_array(4)
+    s.close()
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not our_segments()
+
+
+# fork in a process whose other threads run (pytest-run-parallel) can deadlock the child
+@pytest.mark.parametrize("method", [pytest.param("fork", marks=pytest.mark.thread_unsafe),
+                                    "forkserver", "spawn"])
+def test_process_workers_ignore_ctrl_c(method: str) -> None:
+    """The parent owns Ctrl-C. Before: a forkserver or spawn worker raised KeyboardInterrupt
+    (and could die inside the pool's queue lock); a fork worker inherited the parent's handler."""
+    with create("processes", 2, start_method=method) as s:
+        assert s.map(sigint_disposition, range(4)) == [True] * 4
+
+
+@pytest.mark.thread_unsafe  # signals are delivered to the main thread only
+def test_ctrl_c_deferred_raises_at_the_end_of_the_block() -> None:
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred() as interrupted:
+            assert not interrupted()
+            signal.raise_signal(signal.SIGINT)
+            assert interrupted()
+            reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.thread_unsafe  # signals are delivered to the main thread only
+def test_ctrl_c_during_asyncio_map_cancels_it_and_the_loop_closes() -> None:
+    """Before: KeyboardInterrupt raised inside the loop could leave it marked running, and
+    close() said "Cannot close a running event loop"."""
+    with create("asyncio", 2) as s:
+        timer = threading.Timer(0.2, signal.raise_signal, (signal.SIGINT,))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):  # once the running slices are done
+            s.map(time.sleep, [0.6, 0.6])
+        timer.join()
+        assert s.map(square, [3]) == [9]  # the loop was not left marked running
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---- the thread-safety contract: several threads calling one strategy -------------------------
+
+THREADS = 4
+
+
+def in_threads(call: Callable[[int], object], rounds: int = 1) -> list[object]:
+    """[call(i) for i in range(THREADS * rounds)], made by THREADS threads released together."""
+    barrier = threading.Barrier(THREADS)
+
+    def worker(first: int) -> list[tuple[int, object]]:
+        barrier.wait()
+        return [(i, call(i)) for i in range(first, THREADS * rounds, THREADS)]
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return [x for _, x in sorted(pair for part in pool.map(worker, range(THREADS))
+                                     for pair in part)]
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """With the GIL, switch threads as often as possible, so a race shows up as on 3.13t (where
+    threads overlap anyway: nothing to change, and nothing process-wide for parallel runs)."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        yield
+        return
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_map_from_several_threads_at_once(name: str, frequent_switches: None) -> None:
+    """Before: asyncio raised "This event loop is already running"."""
+    with create(name, 2) as s:
+        results = in_threads(lambda i: s.map(square, range(i, i + 9)), rounds=5)
+    assert results == [[x * x for x in range(i, i + 9)] for i in range(THREADS * 5)]
+
+
+def test_lock_hands_out_each_index_once_to_concurrent_threads(frequent_switches: None) -> None:
+    """Before: an unguarded counter gave 16-74 duplicate indices to 4 threads on 3.13t."""
+    def take(_: int) -> object:
+        try:
+            return s.lock().index
+        except HarnessError as exc:
+            return str(exc)
+
+    with create("processes", 1) as s:
+        got = in_threads(take, rounds=LOCK_BANK_SIZE // THREADS + 4)
+    indices = [x for x in got if isinstance(x, int)]
+    assert sorted(indices) == list(range(LOCK_BANK_SIZE))
+    assert all("has only 64 locks" in x for x in got if not isinstance(x, int))
+
+
+def test_shared_arrays_from_several_threads_get_their_own_segments(frequent_switches: None) -> None:
+    with create("processes", 1) as s:
+        arrays = in_threads(lambda i: s.shared_array(3), rounds=5)
+        assert len({a.segment for a in arrays}) == len(arrays)  # type: ignore[attr-defined]

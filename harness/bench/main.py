@@ -14,20 +14,29 @@ worker cannot host (its class says `bench_as_job`, e.g. mpi's ranks) runs each l
 
 The manager writes the suite to a hidden temporary file next to FILE and renames it over FILE at
 the very end: an interrupted bench leaves the previous FILE as it was.
+
+Ctrl-C reaches the manager and its pyperf worker at once (one process group). The worker stops its
+cell, closes the cell's pool and exits quietly; the manager waits for that (killing the worker
+midway would leave its shared memory behind), starts no other, and the CLI prints one line,
+`error: interrupted`, with exit status 130. Interrupted travels through pyperf's frames instead of
+KeyboardInterrupt, which pyperf would turn into its own message and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+import psutil
 import pyperf
 
 from harness import HarnessError
@@ -74,8 +83,54 @@ def one_line_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (or SIGTERM) while pyperf's code is on the stack; main() turns it into
+    KeyboardInterrupt once out of pyperf."""
+
+
+class Stop:
+    """The manager's Ctrl-C. It is held back (blocked) while a worker runs, so that the worker is
+    born with it blocked: a Ctrl-C in the worker's first milliseconds (Python's own start-up,
+    before any handler of ours) cannot print a traceback; the worker unblocks it once its handler
+    is in place and stops its cell. Handled when no worker runs: raised at once. A SIGTERM (routed
+    here by the CLI) is passed on to the running worker as SIGINT."""
+
+    requested = False
+
+    @classmethod
+    def on_signal(cls, signum: int, frame: object) -> None:
+        cls.requested = True
+        workers = psutil.Process().children()
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.send_signal(signal.SIGINT)
+        if not workers:
+            raise Interrupted
+
+    @classmethod
+    def check(cls) -> None:
+        """Take a Ctrl-C held back meanwhile (unblocking delivers it) and stop if there was one."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if cls.requested:
+            raise Interrupted
+
+    @staticmethod
+    def hold() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def stop_worker(signum: int, frame: object) -> None:
+    """A pyperf worker's Ctrl-C (strategies hand it over once out of their pool's bookkeeping):
+    stop the cell once; a second signal must not cut its clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted
+
+
 def forward_arguments(cmd: list[str], args: argparse.Namespace) -> None:
-    """pyperf's add_cmdline_args callback: give each worker the options that define the matrix."""
+    """pyperf's add_cmdline_args callback: give each worker the options that define the matrix.
+    pyperf calls it just before starting each worker: an interrupted bench starts no more."""
+    Stop.check()
+    Stop.hold()  # until the worker has ended (run_cells)
     cmd.extend(("--preset", args.preset, "--data-dir", args.data_dir))
     for name in LISTS:
         if getattr(args, name) is not None:
@@ -271,9 +326,11 @@ def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
             result = runner.bench_time_func(cell.name, bench, inner_loops=bench.units,
                                             metadata=measure.cell_metadata(cell, config))
         except RuntimeError as exc:  # pyperf's manager: a worker exited non-zero
+            Stop.check()  # it was stopped by Ctrl-C: no error of its own to report
             raise HarnessError(f"{cell.name}: {exc} (the worker's traceback is above)") from None
         finally:
             bench.close()
+        Stop.check()
         if progress:
             progress.after()
         if result is not None:  # None: a worker skipping the cells pyperf did not ask it for
@@ -282,8 +339,17 @@ def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return run_bench(argv)
+    except Interrupted:
+        raise KeyboardInterrupt from None  # the CLI: one line, exit status 130
+
+
+def run_bench(argv: list[str]) -> int:
     runner = make_runner(argv)
     args = runner.parse_args(argv)
+    signal.signal(signal.SIGINT, stop_worker if args.worker else Stop.on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a worker is born with it held
     preset, selection = get_preset(args.preset), selection_of(args)
     args.data_dir = os.path.abspath(args.data_dir or default_data_dir(preset))
     todo = plan(preset, selection, args.data_dir)
