@@ -219,8 +219,17 @@ def advise(session: nox.Session) -> None:
     for interp in configs:
         python = venv_python(session, interp)
         out = str(Path("reports") / "advise" / interp.name)
-        session.run(python, "-m", "harness", "advise", *args, "-o", out,
-                    external=True, env=config_env(interp))
+        session.run(
+            python,
+            "-m",
+            "harness",
+            "advise",
+            *args,
+            "-o",
+            out,
+            external=True,
+            env=config_env(interp),
+        )
 
 
 # Relative to ROOT, where nox runs: the report names its raw files as given, and a relative path
@@ -312,21 +321,38 @@ def mutants(session: nox.Session) -> None:
     if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
         shutil.rmtree(venv, ignore_errors=True)
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
-        session.run(python, "-m", "pip", "install", "--quiet", "--only-binary", "numpy", *wanted,
-                    external=True)
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--only-binary",
+            "numpy",
+            *wanted,
+            external=True,
+        )
         stamp.write_text("\n".join(wanted))
     # The run ends with its "Mutant results": every mutant no test killed (🙁 survived,
     # 🫥 no test reaches it, ⏰ timed out). `mutmut show NAME` prints one's diff.
-    session.run(python, "-m", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
+    session.run(
+        python, "-m", "mutmut", "run", "--max-children", "2", *session.posargs, external=True
+    )
 
 
 # The fast unit tests: no CLI subprocesses, bench or MPI jobs. Each test runs in 4 threads at once,
 # 3 times: the harness's own code and the strategies' thread-safety contract on a build where
 # threads really overlap. Tests single-threaded by nature (signals, process-wide settings, listing
 # the process's segments) are marked thread_unsafe and left to `nox -s tests`.
-THREADSAFETY_TESTS = ["tests/test_strategies.py", "tests/test_model.py", "tests/test_params.py",
-                      "tests/test_config.py", "tests/test_augment.py", "tests/test_scaling.py",
-                      "tests/test_data.py"]
+THREADSAFETY_TESTS = [
+    "tests/test_strategies.py",
+    "tests/test_model.py",
+    "tests/test_params.py",
+    "tests/test_config.py",
+    "tests/test_augment.py",
+    "tests/test_scaling.py",
+    "tests/test_data.py",
+]
 
 
 @nox.session(python=False)
@@ -339,6 +365,17 @@ def threadsafety(session: nox.Session) -> None:
 
 def threadsafety_on(session: nox.Session, interp: toolchain.Interpreter) -> None:
     python = venv_python(session, interp)
-    session.run(python, "-m", "pytest", "-p", "no:cacheprovider", "--parallel-threads=4",
-                "--iterations=3", "--skip-thread-unsafe=True", *THREADSAFETY_TESTS, *session.posargs, external=True,
-                env=config_env(interp))
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--parallel-threads=4",
+        "--iterations=3",
+        "--skip-thread-unsafe=True",
+        *THREADSAFETY_TESTS,
+        *session.posargs,
+        external=True,
+        env=config_env(interp),
+    )

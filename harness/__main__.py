@@ -6,14 +6,16 @@ import argparse
 import re
 import signal
 import sys
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from harness import HarnessError, __version__, jsonout
 
 # A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
 # would fail as "expected one argument" instead of naming what is wrong with the value.
-NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
-                             re.IGNORECASE)
+NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,9 +34,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `run`, built from the declarations: RunConfig's core fields, then every option
     of every registered plug-in (an option not given takes its declared default)."""
     from harness.config import all_options, core_fields, core_option
+
     for core in core_fields():
         add_option(p, core_option(core), "")
-    for name, owners in sorted(all_options().items()):
+    for _, owners in sorted(all_options().items()):
         add_option(p, owners[0][1], ", ".join(owner for owner, _ in owners))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", help="write every task's worker, start and end to FILE (JSON lines)")
@@ -64,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def config_from_settings(settings: dict[str, Any]) -> Any:
     from harness.config import RunConfig
+
     return RunConfig(**settings)
 
 
@@ -78,8 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     strategy = get_strategy(config.strategy)
     if args.trace and strategy.bench_as_job:  # its workers are a job of their own
-        raise HarnessError(f"trace={args.trace!r}: --trace does not support strategy "
-                           f"{config.strategy!r} yet")
+        raise HarnessError(
+            f"trace={args.trace!r}: --trace does not support strategy {config.strategy!r} yet"
+        )
     check_run(config)  # workers bound and memory estimate, before anything is allocated
     command_line = {**given_settings(args), **({"json": True} if args.json else {})}
     status = strategy.launch(config, command_line, show)
@@ -87,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return int(status)
     if args.trace:
         from harness.trace import recording
+
         with recording(args.trace):
             show(execute(config))
         return 0
@@ -97,14 +103,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_advise(args: argparse.Namespace) -> int:
     from harness.advise import advise
     from harness.advise.render import text, write
+
     if args.budget <= 0:
         raise HarnessError(f"budget={args.budget} must be > 0 seconds")
-    given = {k: v for k, v in given_settings(args).items()
-             if k not in ("budget", "output", "strategies")}
+    given = {
+        k: v for k, v in given_settings(args).items() if k not in ("budget", "output", "strategies")
+    }
     for fixed in ("strategy", "workers"):
         if fixed in given:
-            raise HarnessError(f"advise tries every strategy and worker count itself; "
-                               f"drop --{fixed}")
+            raise HarnessError(
+                f"advise tries every strategy and worker count itself; drop --{fixed}"
+            )
     result = advise(config_from_settings(given), args.budget, quiet=args.json, only=args.strategies)
     written = write(result, args.output) if args.output else []
     print(jsonout.dumps(result, indent=2) if args.json else text(result))
@@ -115,11 +124,19 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def add_advise_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--budget", type=float, default=60.0,
-                   help="seconds of measuring on this interpreter (default 60)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        help="seconds of measuring on this interpreter (default 60)",
+    )
     p.add_argument("-o", "--output", help="also write ADVICE.md and advice.png into this folder")
-    p.add_argument("--strategies", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
-                   metavar="A,B", help="try only these strategies (serial is always measured)")
+    p.add_argument(
+        "--strategies",
+        type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+        metavar="A,B",
+        help="try only these strategies (serial is always measured)",
+    )
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,8 +148,12 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     make.add_argument("--shape", default="28x28", help="HxW (default 28x28)")
     make.add_argument("--classes", type=int, default=10)
     make.add_argument("--seed", type=int, required=True)
-    make.add_argument("--shard-size", type=int, default=1024, help="samples per shard (default 1024)")
-    check = actions.add_parser("check", help="verify the manifest and every shard's size and sha256")
+    make.add_argument(
+        "--shard-size", type=int, default=1024, help="samples per shard (default 1024)"
+    )
+    check = actions.add_parser(
+        "check", help="verify the manifest and every shard's size and sha256"
+    )
     check.add_argument("--dir", required=True)
     for action in (make, check):
         action.add_argument("--json", action="store_true")
@@ -140,6 +161,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.data.shards import data_command
+
     summary = data_command(args)
     print(jsonout.dumps(summary, indent=2) if args.json else summary["message"])
     return 0
@@ -147,6 +169,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.plugins import loaded
+
     rows = plugin_rows()
     if args.json:
         print(jsonout.dumps({**rows, "plugins": loaded()}, indent=2))
@@ -156,10 +179,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in rows[kind]:
             state = "" if row.get("available", True) else f"UNAVAILABLE: {row['reason']} "
             flags = " ".join(o["flag"] for o in row["options"])
-            print(f"  {row['name']:<14} {state}{row['description']}" + (f"  [{flags}]" if flags else ""))
+            print(
+                f"  {row['name']:<14} {state}{row['description']}"
+                + (f"  [{flags}]" if flags else "")
+            )
     for source in loaded():
-        print(f"plugin: {source['name']} ({source['origin']}"
-              + (f", {source['distribution']} {source['version']}" if source["distribution"] else "") + ")")
+        print(
+            f"plugin: {source['name']} ({source['origin']}"
+            + (f", {source['distribution']} {source['version']}" if source["distribution"] else "")
+            + ")"
+        )
     return 0
 
 
@@ -168,66 +197,106 @@ def plugin_rows() -> dict[str, list[dict[str, Any]]]:
     from harness.models import MODELS
     from harness.workloads import WORKLOADS
     from strategies import REGISTRY
+
     plugins.load()
-    return {"workloads": [workload_row(w) for w in WORKLOADS.values()],
-            "strategies": [strategy_row(cls) for cls in REGISTRY.values()],
-            "models": [{"name": m.name, "description": m.description, "examples": list(m.examples),
-                        "module": m.module, "options": [o.describe() for o in m.options]}
-                       for m in MODELS.values()]}
+    return {
+        "workloads": [workload_row(w) for w in WORKLOADS.values()],
+        "strategies": [strategy_row(cls) for cls in REGISTRY.values()],
+        "models": [
+            {
+                "name": m.name,
+                "description": m.description,
+                "examples": list(m.examples),
+                "module": m.module,
+                "options": [o.describe() for o in m.options],
+            }
+            for m in MODELS.values()
+        ],
+    }
 
 
 def workload_row(w: Any) -> dict[str, Any]:
-    return {"name": w.name, "description": w.description, "module": w.module,
-            "uses_model": w.uses_model, "benchable": w.bench is not None,
-            "options": [o.describe() for o in w.options]}
+    return {
+        "name": w.name,
+        "description": w.description,
+        "module": w.module,
+        "uses_model": w.uses_model,
+        "benchable": w.bench is not None,
+        "options": [o.describe() for o in w.options],
+    }
 
 
 def strategy_row(cls: Any) -> dict[str, Any]:
     ok, reason = cls.available()
-    return {"name": cls.name, "available": ok, "reason": reason, "description": cls.description,
-            "module": cls.__module__, "uses_processes": cls.uses_processes,
-            "shares_memory": cls.shares_memory, "bitwise_deterministic": cls.bitwise_deterministic,
-            "bench_variants": sorted(cls.bench_variants),
-            "options": [o.describe() for o in cls.options]}
+    return {
+        "name": cls.name,
+        "available": ok,
+        "reason": reason,
+        "description": cls.description,
+        "module": cls.__module__,
+        "uses_processes": cls.uses_processes,
+        "shares_memory": cls.shares_memory,
+        "bitwise_deterministic": cls.bitwise_deterministic,
+        "bench_variants": sorted(cls.bench_variants),
+        "options": [o.describe() for o in cls.options],
+    }
 
 
 def cmd_env(args: argparse.Namespace) -> int:
     from harness.envinfo import environment
+
     env = environment()
     if args.json:
         print(jsonout.dumps(env, indent=2))
         return 0
     interp, cpu, blas = env["interpreter"], env["cpu"], env["numpy"]["blas"]
-    print(f"interpreter: {interp['name']} {interp['version']} gil_enabled={interp['gil_enabled']} "
-          f"({interp['executable']})")
-    print(f"numpy: {env['numpy']['version']}  BLAS: {blas['library']} {blas['version']} "
-          f"threads={blas['threads']}")
-    print(f"cpu: {cpu['model']}  logical={cpu['logical']} physical={cpu['physical']} usable={cpu['usable']}")
+    print(
+        f"interpreter: {interp['name']} {interp['version']} gil_enabled={interp['gil_enabled']} "
+        f"({interp['executable']})"
+    )
+    print(
+        f"numpy: {env['numpy']['version']}  BLAS: {blas['library']} {blas['version']} "
+        f"threads={blas['threads']}"
+    )
+    print(
+        f"cpu: {cpu['model']}  logical={cpu['logical']} physical={cpu['physical']} usable={cpu['usable']}"
+    )
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench.main import main as bench_main
+
     return bench_main(args.argv)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.summary import report_command
+
     print(report_command(args.raw, args.output, args.against))
     return 0
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     from harness.report.timeline import trace_command
+
     print(trace_command(args.file, args.output))
     return 0
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("raw", nargs="+", help="pyperf JSON files from `bench`, one per configuration")
-    p.add_argument("-o", "--output", default="reports/latest", help="folder (rewritten; default reports/latest)")
-    p.add_argument("--against", metavar="OLD_REPORT_DIR",
-                   help="list the headline cells whose verdict or ranking changed since that report")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="reports/latest",
+        help="folder (rewritten; default reports/latest)",
+    )
+    p.add_argument(
+        "--against",
+        metavar="OLD_REPORT_DIR",
+        help="list the headline cells whose verdict or ranking changed since that report",
+    )
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
@@ -246,9 +315,12 @@ RAW_COMMANDS = ("bench",)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m harness", description="ft-harness: parallel NumPy training, compared",
-                    epilog="--plugin MODULE|FILE.py|FOLDER (any command, repeatable) loads a plug-in "
-                           "that is not installed; FT_HARNESS_PLUGINS=mod1,mod2 does the same")
+    parser = Parser(
+        prog="python -m harness",
+        description="ft-harness: parallel NumPy training, compared",
+        epilog="--plugin MODULE|FILE.py|FOLDER (any command, repeatable) loads a plug-in "
+        "that is not installed; FT_HARNESS_PLUGINS=mod1,mod2 does the same",
+    )
     parser.add_argument("--version", action="version", version=f"ft-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (_, help_text) in COMMANDS.items():
@@ -265,7 +337,9 @@ def build_parser() -> Parser:
             p.add_argument("file", help="a `run --trace` file")
             p.add_argument("-o", "--output", required=True, help="folder to write into")
         elif name in RAW_COMMANDS:
-            p.add_argument("argv", nargs=argparse.REMAINDER, help="see `python -m harness bench --help`")
+            p.add_argument(
+                "argv", nargs=argparse.REMAINDER, help="see `python -m harness bench --help`"
+            )
         else:
             p.add_argument("--json", action="store_true")
     return parser
@@ -274,11 +348,13 @@ def build_parser() -> Parser:
 def interrupt_on_termination() -> None:
     """SIGTERM/SIGHUP unwind like Ctrl-C, so pools are shut down and shared memory unlinked:
     they call whatever handles SIGINT at that moment (a strategy may route Ctrl-C for a while)."""
+
     def interrupt(signum: int, frame: object) -> None:
         handler = signal.getsignal(signal.SIGINT)
         if not callable(handler):
             raise KeyboardInterrupt(signal.Signals(signum).name)
         handler(signum, frame)
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
 
@@ -308,6 +384,7 @@ def take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def load_plugins(argv: list[str]) -> list[str]:
     from harness import plugins
+
     items, rest = take_plugins(argv)
     plugins.load()
     plugins.add(items)

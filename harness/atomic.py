@@ -14,8 +14,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness import HarnessError
 
@@ -63,6 +63,7 @@ def sync_folder(path: Path) -> None:
 
 # ---- checks before any work ---------------------------------------------------------------------
 
+
 def nearest_existing(path: Path) -> Path:
     return next(p for p in (path, *path.parents) if p.exists())
 
@@ -81,8 +82,9 @@ def check_output_file(path: Path, option: str) -> None:
     if path.name in ("", ".", ".."):
         raise HarnessError(f"{option} {str(path)!r} names a folder; give a file name")
     if path.is_dir():
-        raise HarnessError(f"{option} {path} is a folder; give a file name "
-                           f"(e.g. {path / 'raw.json'})")
+        raise HarnessError(
+            f"{option} {path} is a folder; give a file name (e.g. {path / 'raw.json'})"
+        )
     check_writable_parent(path, option)
 
 
@@ -98,6 +100,7 @@ def check_output_folder(path: Path, option: str) -> None:
 
 
 # ---- leftovers of killed processes ---------------------------------------------------------------
+
 
 def reap(path: Path, why: str) -> None:
     """Remove a leftover of a killed run, saying so on stderr (it may be hundreds of MB)."""

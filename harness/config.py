@@ -10,8 +10,9 @@ refused, unless it is left at its default.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from harness import HarnessError
 from harness.options import Option
@@ -31,11 +32,15 @@ class RunConfig:
     workload: str = _core("data-parallel", "what to run (python -m harness list)")
     strategy: str = _core("serial", "how to run it in parallel (python -m harness list)")
     workers: int = _core(1, "workers of the strategy", 1)
-    model: str = _core("tiny", "a model any plug-in accepts: tiny | small | large | widths "
-                               "like 64-32-10 | a plug-in's model")
+    model: str = _core(
+        "tiny",
+        "a model any plug-in accepts: tiny | small | large | widths "
+        "like 64-32-10 | a plug-in's model",
+    )
     seed: int = _core(0, "the seed every random draw derives from", 0)
-    batch: int = _core(1024, "rows per step (data-parallel), per update (async-sgd), per "
-                             "loaded batch (loader)", 1)
+    batch: int = _core(
+        1024, "rows per step (data-parallel), per update (async-sgd), per loaded batch (loader)", 1
+    )
     lr: float = _core(0.1, "learning rate (> 0)")
     train_samples: int = _core(8192, "synthetic training rows", 1)
     test_samples: int = _core(1024, "synthetic held-out rows", 1)
@@ -58,15 +63,19 @@ class RunConfig:
         for key, value in self.__dict__.get("options", ()):
             if key == name:
                 return value
-        raise AttributeError(f"{name!r} is not an option of workload {self.workload!r}, "
-                             f"strategy {self.strategy!r} or model {self.model!r}")
+        raise AttributeError(
+            f"{name!r} is not an option of workload {self.workload!r}, "
+            f"strategy {self.strategy!r} or model {self.model!r}"
+        )
 
     def _validate(self) -> None:
         for core in core_fields():
             core_option(core).validate(getattr(self, core.name))
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
-        _require(self.train_samples >= self.batch,
-                 f"train_samples={self.train_samples} must be >= batch={self.batch}")
+        _require(
+            self.train_samples >= self.batch,
+            f"train_samples={self.train_samples} must be >= batch={self.batch}",
+        )
         plugins = chosen(self)
         for declared in plugins:
             check = getattr(declared, "check", None) or getattr(declared, "check_config", None)
@@ -75,6 +84,7 @@ class RunConfig:
 
     def build_model(self) -> Model:
         from harness.models import make_model
+
         return make_model(self.model)
 
     @property
@@ -99,6 +109,7 @@ class RunConfig:
     @property
     def widths(self) -> tuple[int, ...]:
         from harness.model import parse_widths
+
         return parse_widths(self.model)
 
     @property
@@ -114,8 +125,13 @@ def core_option(core: Any) -> Option:
     """A core field as an Option: the CLI and `list` treat both kinds alike."""
     kind = {"int": int, "float": float, "str": str, "bool": bool}[str(core.type)]
     default = None if core.default is MISSING else core.default
-    return Option(name=core.name, kind=kind, default=default, help=core.metadata["help"],
-                  minimum=core.metadata["minimum"])
+    return Option(
+        name=core.name,
+        kind=kind,
+        default=default,
+        help=core.metadata["help"],
+        minimum=core.metadata["minimum"],
+    )
 
 
 def chosen(config: RunConfig) -> list[Any]:
@@ -123,6 +139,7 @@ def chosen(config: RunConfig) -> list[Any]:
     from harness.models import model_plugin
     from harness.workloads import workload_plugin
     from strategies import get_strategy
+
     workload = workload_plugin(config.workload)
     found: list[Any] = [workload, get_strategy(config.strategy)]
     if workload.uses_model:
@@ -146,10 +163,13 @@ def all_options() -> dict[str, list[tuple[str, Option]]]:
     from harness.models import MODELS
     from harness.workloads import WORKLOADS
     from strategies import REGISTRY
+
     plugins.load()
-    owners = [*((f"workload {n!r}", w.options) for n, w in WORKLOADS.items()),
-              *((f"strategy {n!r}", c.options) for n, c in REGISTRY.items()),
-              *((f"model {n!r}", m.options) for n, m in MODELS.items())]
+    owners = [
+        *((f"workload {n!r}", w.options) for n, w in WORKLOADS.items()),
+        *((f"strategy {n!r}", c.options) for n, c in REGISTRY.items()),
+        *((f"model {n!r}", m.options) for n, m in MODELS.items()),
+    ]
     found: dict[str, list[tuple[str, Option]]] = {}
     for owner, options in owners:
         for option in options:
@@ -167,8 +187,10 @@ def _resolve_options(config: RunConfig, given: Mapping[str, Any]) -> tuple[tuple
         if name in applicable:
             continue
         if name not in everything:
-            raise HarnessError(f"{name}={value!r} is not an option of any plug-in; "
-                               f"known: {', '.join(sorted(everything))}")
+            raise HarnessError(
+                f"{name}={value!r} is not an option of any plug-in; "
+                f"known: {', '.join(sorted(everything))}"
+            )
         if value != everything[name][0][1].default and value is not None:
             owners = " or ".join(owner for owner, _ in everything[name])
             raise HarnessError(f"{name}={value!r} applies to {owners} only")

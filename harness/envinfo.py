@@ -59,7 +59,12 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "logical": os.cpu_count(), "physical": len(cores) or None, "usable": usable}
+    return {
+        "model": model,
+        "logical": os.cpu_count(),
+        "physical": len(cores) or None,
+        "usable": usable,
+    }
 
 
 def numpy_info() -> dict[str, Any]:
@@ -72,10 +77,20 @@ def require_blas() -> None:
         raise HarnessError(
             f"numpy {np.__version__} at {Path(np.__file__).parent} has no BLAS library "
             "(built from source without one?); reinstall a wheel: "
-            "python -m pip install --only-binary numpy 'numpy==2.4.*'")
+            "python -m pip install --only-binary numpy 'numpy==2.4.*'"
+        )
 
 
 def environment() -> dict[str, Any]:
-    return {"harness_version": __version__, "interpreter": interpreter_info(), "numpy": numpy_info(),
-            "cpu": cpu_info(), "platform": platform.platform(),
-            "blas_env": {k: os.environ[k] for k in sorted(os.environ) if k.startswith(("OPENBLAS", "OMP_", "MKL_"))}}
+    return {
+        "harness_version": __version__,
+        "interpreter": interpreter_info(),
+        "numpy": numpy_info(),
+        "cpu": cpu_info(),
+        "platform": platform.platform(),
+        "blas_env": {
+            k: os.environ[k]
+            for k in sorted(os.environ)
+            if k.startswith(("OPENBLAS", "OMP_", "MKL_"))
+        },
+    }

@@ -35,18 +35,23 @@ def run_estimate(config: RunConfig) -> dict[str, int]:
     copies = 1 if _shares_memory(config.strategy) else config.workers  # mpi: each rank its own
     microbatches = getattr(config, "microbatches", 0)
     rows = config.batch // microbatches if microbatches else config.batch
-    return {"data": copies * _data_bytes(config, widths),
-            "parameters": FLOAT * size * (5 * copies + 2 * config.workers),  # shared + per worker
-            "gradient rows": FLOAT * size * microbatches * copies,
-            "activations": FLOAT * 3 * width_sum * (rows * config.workers
-                                                    + config.test_samples * copies),
-            "prefetch": prefetching}
+    return {
+        "data": copies * _data_bytes(config, widths),
+        "parameters": FLOAT * size * (5 * copies + 2 * config.workers),  # shared + per worker
+        "gradient rows": FLOAT * size * microbatches * copies,
+        "activations": FLOAT
+        * 3
+        * width_sum
+        * (rows * config.workers + config.test_samples * copies),
+        "prefetch": prefetching,
+    }
 
 
 def _widths(config: RunConfig) -> tuple[int, ...]:
     """The layer widths the estimate sizes activations by: an MLP's own, a plug-in model's inputs
     and classes; () for a workload without a model."""
     from harness.workloads import workload_plugin
+
     if not workload_plugin(config.workload).uses_model:
         return ()
     model = config.build_model()
@@ -65,6 +70,7 @@ def _data_bytes(config: RunConfig, widths: tuple[int, ...]) -> int:
 
 def _shares_memory(strategy: str) -> bool:
     from strategies import REGISTRY
+
     found = REGISTRY.get(strategy)
     return True if found is None else bool(found.shares_memory)
 
@@ -74,15 +80,20 @@ def check_run(config: RunConfig) -> None:
     Not inside an MPI rank: the launcher checked the whole job, and ranks that each refused on
     their own (as the others allocate) would fail a job that fits."""
     from harness.mpi.launch import in_mpi_job
+
     if in_mpi_job():
         return
     usable = usable_cpus()
     if config.workers > WORKERS_PER_CPU * usable and not config.force:
-        raise HarnessError(f"workers={config.workers} is more than {WORKERS_PER_CPU} per usable "
-                           f"CPU ({usable} usable: at most {WORKERS_PER_CPU * usable}); "
-                           "pass --force to run anyway")
-    require_memory(run_estimate(config), "lower --train-samples, --test-samples, --model, "
-                                         "--batch, --prefetch or --workers")
+        raise HarnessError(
+            f"workers={config.workers} is more than {WORKERS_PER_CPU} per usable "
+            f"CPU ({usable} usable: at most {WORKERS_PER_CPU * usable}); "
+            "pass --force to run anyway"
+        )
+    require_memory(
+        run_estimate(config),
+        "lower --train-samples, --test-samples, --model, --batch, --prefetch or --workers",
+    )
 
 
 def usable_cpus() -> int:
@@ -102,8 +113,10 @@ def require_memory(parts: dict[str, int], hint: str) -> None:
     need, free = sum(parts.values()), available_memory()
     if need > free:
         listing = ", ".join(f"{name} {gib(n)}" for name, n in parts.items() if n)
-        raise HarnessError(f"this needs about {gib(need)} of memory ({listing}) but "
-                           f"{gib(free)} is available; {hint}")
+        raise HarnessError(
+            f"this needs about {gib(need)} of memory ({listing}) but "
+            f"{gib(free)} is available; {hint}"
+        )
 
 
 def require_disk(folder: Path, need: int, hint: str) -> None:
@@ -111,8 +124,9 @@ def require_disk(folder: Path, need: int, hint: str) -> None:
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if need > free:
-        raise HarnessError(f"this needs about {gib(need)} of disk in {existing} but {gib(free)} "
-                           f"is free; {hint}")
+        raise HarnessError(
+            f"this needs about {gib(need)} of disk in {existing} but {gib(free)} is free; {hint}"
+        )
 
 
 def gib(n: int) -> str:

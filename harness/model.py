@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -40,7 +39,8 @@ def parse_widths(model: str) -> tuple[int, ...]:
     if len(widths) < 2 or min(widths) < 1 or widths[-1] < 2:
         raise HarnessError(
             f"model={model!r} is not a preset ({', '.join(MODEL_PRESETS)}) nor widths like "
-            "'64-32-10' (at least input and classes, every width >= 1, classes >= 2)")
+            "'64-32-10' (at least input and classes, every width >= 1, classes >= 2)"
+        )
     return widths
 
 
@@ -96,8 +96,10 @@ class MLP:
 
     def views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(W, b) per layer as views into `flat`: writing a view writes the buffer."""
-        return [(flat[l.weight_slice].reshape(l.n_in, l.n_out), flat[l.bias_slice])
-                for l in self.layers]
+        return [
+            (flat[layer.weight_slice].reshape(layer.n_in, layer.n_out), flat[layer.bias_slice])
+            for layer in self.layers
+        ]
 
     def init(self, seed: int) -> np.ndarray:
         """He-initialised weights, zero biases; depends only on the seed."""
@@ -110,8 +112,9 @@ class MLP:
     def workspace(self, flat: np.ndarray, rows: int) -> MLPWorkspace:
         return MLPWorkspace(self, flat, rows)
 
-    def loss_and_grad(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    def loss_and_grad(
+        self, flat: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         """SUMMED cross-entropy over the rows of x, and its gradient written into `out`.
 
         Sums (not means) so that microbatch results add up to the batch result; the caller

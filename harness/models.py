@@ -8,8 +8,9 @@ the first whose `accepts(TEXT)` is true builds it. The MLP (harness.model) is th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,8 +46,9 @@ class Model(Protocol):
 
     def init(self, seed: int) -> np.ndarray: ...
 
-    def loss_and_grad(self, params: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      out: np.ndarray | None = None) -> tuple[float, np.ndarray]: ...
+    def loss_and_grad(
+        self, params: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]: ...
 
     def predict(self, params: np.ndarray, x: np.ndarray) -> np.ndarray: ...
 
@@ -104,8 +106,10 @@ MODELS: dict[str, ModelPlugin] = {}
 def register_model(plugin: ModelPlugin) -> ModelPlugin:
     """Add a model family; a name that is taken is refused."""
     if plugin.name in MODELS:
-        raise HarnessError(f"model {plugin.name!r} is registered twice "
-                           f"({MODELS[plugin.name].module or 'built-in'} and {plugin.module or '?'})")
+        raise HarnessError(
+            f"model {plugin.name!r} is registered twice "
+            f"({MODELS[plugin.name].module or 'built-in'} and {plugin.module or '?'})"
+        )
     MODELS[plugin.name] = plugin
     return plugin
 
@@ -113,6 +117,7 @@ def register_model(plugin: ModelPlugin) -> ModelPlugin:
 def model_plugin(text: str) -> ModelPlugin:
     """The family that accepts `--model text`; HarnessError listing what would be accepted."""
     from harness import plugins
+
     plugins.load()
     for plugin in MODELS.values():
         if plugin.accepts(text):
@@ -135,12 +140,17 @@ def _register_mlp() -> None:
             return False
         return True
 
-    register_model(ModelPlugin(
-        name="mlp", module=__name__,
-        description="float64 MLP, ReLU hidden layers, softmax cross-entropy: a preset "
-                    f"({', '.join(MODEL_PRESETS)}) or widths like 64-32-10",
-        accepts=accepts, build=lambda text: MLP(parse_widths(text)),
-        examples=(*MODEL_PRESETS, "64-32-10")))
+    register_model(
+        ModelPlugin(
+            name="mlp",
+            module=__name__,
+            description="float64 MLP, ReLU hidden layers, softmax cross-entropy: a preset "
+            f"({', '.join(MODEL_PRESETS)}) or widths like 64-32-10",
+            accepts=accepts,
+            build=lambda text: MLP(parse_widths(text)),
+            examples=(*MODEL_PRESETS, "64-32-10"),
+        )
+    )
 
 
 _register_mlp()

@@ -8,8 +8,9 @@ Standard library only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from harness import HarnessError
 
@@ -44,20 +45,28 @@ class Option:
         if self.kind is float and not math.isfinite(value):
             raise HarnessError(f"{self.name}={value!r} must be a finite number")
         if self.choices and value not in self.choices:
-            raise HarnessError(f"{self.name}={value!r} is not one of: "
-                               f"{', '.join(map(str, self.choices))}")
+            raise HarnessError(
+                f"{self.name}={value!r} is not one of: {', '.join(map(str, self.choices))}"
+            )
         if self.minimum is not None and value < self.minimum:
-            raise HarnessError(f"{self.name}={value!r} must be {_kind_words(self.kind)} "
-                               f">= {self.minimum:g}")
+            raise HarnessError(
+                f"{self.name}={value!r} must be {_kind_words(self.kind)} >= {self.minimum:g}"
+            )
         problem = self.check(value) if self.check else ""
         if problem:
             raise HarnessError(f"{self.name}={value!r} {problem}")
 
     def describe(self) -> dict[str, Any]:
         """The option as `list --json` shows it."""
-        return {"name": self.name, "flag": self.flag, "type": self.kind.__name__,
-                "default": self.default, "help": self.help, "choices": list(self.choices),
-                "minimum": self.minimum}
+        return {
+            "name": self.name,
+            "flag": self.flag,
+            "type": self.kind.__name__,
+            "default": self.default,
+            "help": self.help,
+            "choices": list(self.choices),
+            "minimum": self.minimum,
+        }
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -72,4 +81,5 @@ def _is_kind(value: Any, kind: type) -> bool:
 
 def _kind_words(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        kind, kind.__name__)
+        kind, kind.__name__
+    )

@@ -17,9 +17,10 @@ known in advance and every unit missing from it was lost to a race.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,9 @@ class ParamStore:
     guards: tuple[AbstractContextManager, ...]
 
     @classmethod
-    def build(cls, params: np.ndarray, stripes: Sequence[slice], locks: Sequence[Any]) -> ParamStore:
+    def build(
+        cls, params: np.ndarray, stripes: Sequence[slice], locks: Sequence[Any]
+    ) -> ParamStore:
         """Stripe i is guarded by locks[i % len(locks)]; no locks at all means no guarding."""
         guards = [locks[i % len(locks)] if locks else nullcontext() for i in range(len(stripes))]
         return cls(params, tuple(stripes), tuple(guards))
@@ -89,16 +92,18 @@ class ParamStore:
         """params += delta, each stripe under its guard (SGD passes delta = -lr * grad)."""
         self._each_stripe(operator.iadd, self.params, delta)
 
-    def _each_stripe(self, op: Callable[[np.ndarray, np.ndarray], Any], dst: np.ndarray,
-                     src: np.ndarray) -> None:
+    def _each_stripe(
+        self, op: Callable[[np.ndarray, np.ndarray], Any], dst: np.ndarray, src: np.ndarray
+    ) -> None:
         # One guard held at a time: no lock ordering exists, so no deadlock can.
         for stripe, guard in zip(self.stripes, self.guards):
             with guard:
                 op(dst[stripe], src[stripe])
 
 
-def open_store(strategy: Strategy, initial: np.ndarray, stripes: Sequence[slice],
-               policy: str) -> ParamStore:
+def open_store(
+    strategy: Strategy, initial: np.ndarray, stripes: Sequence[slice], policy: str
+) -> ParamStore:
     """A store over a copy of `initial` in the strategy's shared memory, with its locks."""
     own_store = getattr(strategy, "param_store", None)
     if own_store is not None:  # workers without shared memory (MPI ranks): the strategy's own
@@ -114,8 +119,12 @@ def probe_deltas(seed: int, workers: int, size: int) -> np.ndarray:
 
     Drawn before any worker starts, keyed by worker slot, so the expected total is known.
     """
-    return np.stack([rng_for(seed, PROBE_DOMAIN, slot).integers(0, 2, size).astype(np.float64)
-                     for slot in range(workers)])
+    return np.stack(
+        [
+            rng_for(seed, PROBE_DOMAIN, slot).integers(0, 2, size).astype(np.float64)
+            for slot in range(workers)
+        ]
+    )
 
 
 def probe_worker(slot: int, *, store: ParamStore, deltas: np.ndarray, updates: int) -> None:
@@ -135,6 +144,10 @@ def probe_report(expected: np.ndarray, observed: np.ndarray) -> dict[str, Any]:
     """Totals and the loss. A racing write stores (an older sum + its delta), so observed <= expected."""
     expected_sum, observed_sum = float(expected.sum()), float(observed.sum())
     lost = int(round(expected_sum - observed_sum))
-    return {"expected_sum": expected_sum, "observed_sum": observed_sum, "lost_updates": lost,
-            "lost_fraction": lost / expected_sum if expected_sum else 0.0,
-            "exact": bool(np.array_equal(expected, observed))}
+    return {
+        "expected_sum": expected_sum,
+        "observed_sum": observed_sum,
+        "lost_updates": lost,
+        "lost_fraction": lost / expected_sum if expected_sum else 0.0,
+        "exact": bool(np.array_equal(expected, observed)),
+    }

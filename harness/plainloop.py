@@ -67,13 +67,20 @@ def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float,
     return loss, grads
 
 
-def slice_grads(params: Params, x: np.ndarray, y: np.ndarray,
-                parts: list[np.ndarray]) -> list[tuple[float, Params]]:
+def slice_grads(
+    params: Params, x: np.ndarray, y: np.ndarray, parts: list[np.ndarray]
+) -> list[tuple[float, Params]]:
     return [loss_and_grads(params, x[rows], y[rows]) for rows in parts]
 
 
-def sgd_step(params: Params, velocity: Params, results: list[tuple[float, Params]], batch: int,
-             lr: float, momentum: float) -> float:
+def sgd_step(
+    params: Params,
+    velocity: Params,
+    results: list[tuple[float, Params]],
+    batch: int,
+    lr: float,
+    momentum: float,
+) -> float:
     """Reduce in microbatch order, then momentum SGD in place; the batch's mean loss."""
     for i, p in enumerate(params):
         total = results[0][1][i].copy()
@@ -99,8 +106,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         epoch, position = divmod(step, per_epoch)
         if epoch != order_epoch:  # one shuffle per epoch, as the harness caches it
             order_epoch, order = epoch, rng_for(args.seed, 4, epoch).permutation(n)
-        batch = order[position * args.batch:(position + 1) * args.batch]
-        parts = [batch[m * size:(m + 1) * size] for m in range(args.microbatches)]
+        batch = order[position * args.batch : (position + 1) * args.batch]
+        parts = [batch[m * size : (m + 1) * size] for m in range(args.microbatches)]
         slices = [parts[a:b] for a, b in pairwise(bounds)]
         futures = [pool.submit(slice_grads, params, x, y, s) for s in slices[1:]] if pool else []
         results = slice_grads(params, x, y, slices[0])  # the caller takes the first slice
@@ -111,9 +118,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if pool:
         pool.shutdown()
     flat = np.concatenate([p.ravel() for p in params])
-    return {"workload": "plainloop", "workers": args.workers, "steps": args.steps,
-            "wall_s": wall, "samples_per_s": args.steps * args.batch / wall,
-            "params_sha256": hashlib.sha256(flat.tobytes()).hexdigest()}
+    return {
+        "workload": "plainloop",
+        "workers": args.workers,
+        "steps": args.steps,
+        "wall_s": wall,
+        "samples_per_s": args.steps * args.batch / wall,
+        "params_sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +137,15 @@ class _Parser(argparse.ArgumentParser):
 def parse(argv: list[str]) -> argparse.Namespace:
     p = _Parser(prog="python -m harness.plainloop", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="64-32-10", help="widths, e.g. 64-32-10")
-    for name, default in (("workers", 1), ("steps", 50), ("seed", 0), ("batch", 1024),
-                          ("microbatches", 16), ("train-samples", 8192), ("test-samples", 1024)):
+    for name, default in (
+        ("workers", 1),
+        ("steps", 50),
+        ("seed", 0),
+        ("batch", 1024),
+        ("microbatches", 16),
+        ("train-samples", 8192),
+        ("test-samples", 1024),
+    ):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -135,8 +154,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if len(widths) < 2 or not all(w.isdigit() and int(w) > 0 for w in widths):
         p.error(f"model={args.model!r} is not widths like 64-32-10")
     if args.workers < 1 or args.microbatches < args.workers or args.batch % args.microbatches:
-        p.error(f"workers={args.workers} and microbatches={args.microbatches} must satisfy "
-                f"1 <= workers <= microbatches, and microbatches must divide batch={args.batch}")
+        p.error(
+            f"workers={args.workers} and microbatches={args.microbatches} must satisfy "
+            f"1 <= workers <= microbatches, and microbatches must divide batch={args.batch}"
+        )
     return args
 
 
@@ -159,25 +180,45 @@ def compare(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
     walls: dict[str, list[float]] = {"harness": [], "plain": []}
     cpus: dict[str, list[float]] = {"harness": [], "plain": []}
     for round_ in range(repeats):
-        for name in ("harness", "plain")[::1 if round_ % 2 == 0 else -1]:
-            prefix = (["-m", "harness", "run", "--strategy", strategy, "--json"]
-                      if name == "harness" else ["-m", "harness.plainloop"])
+        for name in ("harness", "plain")[:: 1 if round_ % 2 == 0 else -1]:
+            prefix = (
+                ["-m", "harness", "run", "--strategy", strategy, "--json"]
+                if name == "harness"
+                else ["-m", "harness.plainloop"]
+            )
             wall, cpu = one_run([*prefix, *_options(args, args.steps)])
             cpus[name].append(cpu - one_run([*prefix, *_options(args, short)])[1])
             walls[name].append(wall)
     medians = {name: statistics.median(times) for name, times in walls.items()}
     cpu_ratios = [h / p for h, p in zip(cpus["harness"], cpus["plain"])]
-    return {"workers": args.workers, "steps": args.steps, "repeats": repeats,
-            "median_wall_s": medians, "harness_over_plain": medians["harness"] / medians["plain"],
-            "loop_cpu_s": {name: statistics.median(times) for name, times in cpus.items()},
-            "harness_over_plain_cpu": statistics.median(cpu_ratios),
-            "walls_s": walls, "loadavg": os.getloadavg()}
+    return {
+        "workers": args.workers,
+        "steps": args.steps,
+        "repeats": repeats,
+        "median_wall_s": medians,
+        "harness_over_plain": medians["harness"] / medians["plain"],
+        "loop_cpu_s": {name: statistics.median(times) for name, times in cpus.items()},
+        "harness_over_plain_cpu": statistics.median(cpu_ratios),
+        "walls_s": walls,
+        "loadavg": os.getloadavg(),
+    }
 
 
 def _options(args: argparse.Namespace, steps: int) -> list[str]:
-    return ["--model", args.model, "--workers", str(args.workers), "--steps", str(steps),
-            "--seed", str(args.seed), "--batch", str(args.batch),
-            "--microbatches", str(args.microbatches)]
+    return [
+        "--model",
+        args.model,
+        "--workers",
+        str(args.workers),
+        "--steps",
+        str(steps),
+        "--seed",
+        str(args.seed),
+        "--batch",
+        str(args.batch),
+        "--microbatches",
+        str(args.microbatches),
+    ]
 
 
 def main(argv: list[str]) -> None:

@@ -44,8 +44,13 @@ class Source:
     version: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "module": self.module, "origin": self.origin,
-                "distribution": self.distribution, "version": self.version}
+        return {
+            "name": self.name,
+            "module": self.module,
+            "origin": self.origin,
+            "distribution": self.distribution,
+            "version": self.version,
+        }
 
 
 _loaded: dict[str, Source] = {}  # by module
@@ -97,15 +102,22 @@ def _load_entry_point(group: str, entry: metadata.EntryPoint) -> None:
     if module in _loaded:
         return
     dist = getattr(entry, "dist", None)
-    source = Source(entry.name, module, f"entry point {group}",
-                    dist.name if dist else None, dist.version if dist else None)
+    source = Source(
+        entry.name,
+        module,
+        f"entry point {group}",
+        dist.name if dist else None,
+        dist.version if dist else None,
+    )
     try:
         entry.load()
     except HarnessError as exc:
         raise HarnessError(f"plugin {entry.name!r} ({group} = {entry.value}): {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure of foreign code is one line, named)
-        raise HarnessError(f"plugin {entry.name!r} ({group} = {entry.value}) failed to load: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise HarnessError(
+            f"plugin {entry.name!r} ({group} = {entry.value}) failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     _loaded[module] = source
 
 
@@ -131,8 +143,10 @@ def _import_name(item: str) -> str:
         return item
     path = Path(item)
     if not path.exists():
-        raise HarnessError(f"plugin {item!r}: no such file or folder (give a module name, a .py "
-                           "file or a package folder)")
+        raise HarnessError(
+            f"plugin {item!r}: no such file or folder (give a module name, a .py "
+            "file or a package folder)"
+        )
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)

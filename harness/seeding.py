@@ -38,8 +38,10 @@ _claimed: dict[int, str] = {}
 def claim_domain(number: int, owner: str) -> int:
     """A domain for a plug-in's own draws; HarnessError if the number is not free."""
     if number <= PLUGIN_DOMAINS:
-        raise HarnessError(f"domain={number} of {owner}: plug-in domains are numbers above "
-                           f"{PLUGIN_DOMAINS} (below are the harness's own)")
+        raise HarnessError(
+            f"domain={number} of {owner}: plug-in domains are numbers above "
+            f"{PLUGIN_DOMAINS} (below are the harness's own)"
+        )
     if _claimed.setdefault(number, owner) != owner:
         raise HarnessError(f"domain={number} of {owner} is already claimed by {_claimed[number]}")
     return number

@@ -55,8 +55,12 @@ class Recorder:
         self.tasks: list[tuple[int, int, TaskRecord]] = []  # map number, task position, record
         self._inside = threading.local()  # a map inside a traced map (mpi's threads) is not traced
 
-    def map(self, run: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]],
-            fn: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
+    def map(
+        self,
+        run: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]],
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+    ) -> list[Any]:
         """`run(fn, tasks)` (a strategy's _map) with every task timed; returns the plain results."""
         if getattr(self._inside, "active", False):
             return run(fn, tasks)
@@ -84,16 +88,24 @@ class Recorder:
         for number, (start, end, count) in enumerate(self.maps):
             yield self._span("map", start, end, pid, tid, step=number, tasks=count)
             if number + 1 < len(self.maps):  # reduction, update, next batch: the serial part
-                yield self._span("outside map", end, self.maps[number + 1][0], pid, tid,
-                                 step=number)
+                yield self._span(
+                    "outside map", end, self.maps[number + 1][0], pid, tid, step=number
+                )
         for number, position, (p, t, _, start, end) in self.tasks:
             yield self._span("task", start, end, p, t, step=number, index=position)
 
-    def _span(self, name: str, start: int, end: int, pid: int, tid: int,
-              **args: int) -> dict[str, Any]:
-        return {"ph": "X", "name": name, "pid": pid, "tid": tid,
-                "ts": (start - self.start_ns) / 1000, "dur": (end - start) / 1000,
-                "args": {"start_ns": start, "end_ns": end, **args}}
+    def _span(
+        self, name: str, start: int, end: int, pid: int, tid: int, **args: int
+    ) -> dict[str, Any]:
+        return {
+            "ph": "X",
+            "name": name,
+            "pid": pid,
+            "tid": tid,
+            "ts": (start - self.start_ns) / 1000,
+            "dur": (end - start) / 1000,
+            "args": {"start_ns": start, "end_ns": end, **args},
+        }
 
     def write(self, path: Path) -> None:
         """All events as JSON lines, written to a temporary name and renamed: no partial file."""

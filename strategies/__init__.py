@@ -3,9 +3,10 @@
 from typing import Any
 
 from harness import HarnessError
+
 # Registration order is the order `list` and the report show: the reference first, then the
 # thread pool, the two process shapes (pool; every worker runs the loop), the rest.
-from strategies import serial, threads, processes, spmd, mpi, asyncio_offload, blas  # noqa: F401,I001
+from strategies import asyncio_offload, blas, mpi, processes, serial, spmd, threads  # noqa: F401,I001
 from strategies.base import REGISTRY, Strategy, get_strategy, register
 
 __all__ = ["REGISTRY", "Strategy", "get_strategy", "register", "create", "open_strategy"]
@@ -31,6 +32,7 @@ def open_strategy(config: Any) -> Strategy:
     cls = _runnable(config.strategy)
     ok, reason = cls.supports(config.workload)
     if not ok:
-        raise HarnessError(f"the {config.workload} workload does not run on strategy "
-                           f"{cls.name!r}: {reason}")
+        raise HarnessError(
+            f"the {config.workload} workload does not run on strategy {cls.name!r}: {reason}"
+        )
     return cls.from_config(config)

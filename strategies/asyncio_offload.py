@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
-from strategies.base import R, T, Strategy, concatenated, register, run_slice, split_evenly
+from strategies.base import R, Strategy, T, concatenated, register, run_slice, split_evenly
 
 
 @register
@@ -45,8 +46,10 @@ class AsyncioOffload(Strategy):
 
     async def _gather(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self._pool, run_slice, fn, part)
-                   for part in split_evenly(tasks, self.workers)]
+        futures = [
+            loop.run_in_executor(self._pool, run_slice, fn, part)
+            for part in split_evenly(tasks, self.workers)
+        ]
         try:
             # return_exceptions: a failed slice must not end the map while others still run
             results = await asyncio.gather(*futures, return_exceptions=True)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import signal
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -37,7 +38,7 @@ from harness.options import Option
 T = TypeVar("T")
 R = TypeVar("R")
 
-REGISTRY: dict[str, type["Strategy"]] = {}
+REGISTRY: dict[str, type[Strategy]] = {}
 
 
 class WorkerDied(HarnessError, BrokenProcessPool):
@@ -56,7 +57,7 @@ def sum_in_order(rows: np.ndarray) -> np.ndarray:
     return total
 
 
-def register(cls: type["Strategy"]) -> type["Strategy"]:
+def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator adding a strategy to the registry; duplicate names are refused."""
     if cls.name in REGISTRY:
         raise HarnessError(f"strategy {cls.name!r} is registered twice")
@@ -64,16 +65,21 @@ def register(cls: type["Strategy"]) -> type["Strategy"]:
     return cls
 
 
-def get_strategy(name: str) -> type["Strategy"]:
+def get_strategy(name: str) -> type[Strategy]:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise HarnessError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise HarnessError(
+            f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
 
 
-START_METHOD = Option(name="start_method", default="forkserver",
-                      choices=("fork", "forkserver", "spawn"),
-                      help="how worker processes start (default forkserver)")
+START_METHOD = Option(
+    name="start_method",
+    default="forkserver",
+    choices=("fork", "forkserver", "spawn"),
+    help="how worker processes start (default forkserver)",
+)
 
 
 class Strategy(ABC):
@@ -112,7 +118,7 @@ class Strategy(ABC):
         # BLAS threads are process-wide: pin them so workers do not oversubscribe the cores.
         self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
 
-    def run_workload(self, workload: Callable[[Any, "Strategy"], R], config: Any) -> R:
+    def run_workload(self, workload: Callable[[Any, Strategy], R], config: Any) -> R:
         """Run `workload(config, self)` and return its result. An SPMD strategy runs it on every
         worker, each with its own rank's strategy, and returns the caller's (rank 0's) result:
         mpi's ranks were each started by mpiexec and call this, spmd starts its workers itself."""
@@ -136,13 +142,14 @@ class Strategy(ABC):
         """A rule across this strategy's options (HarnessError if broken); none by default."""
 
     @classmethod
-    def from_config(cls, config: Any) -> "Strategy":
+    def from_config(cls, config: Any) -> Strategy:
         """The strategy a run configuration asks for: its worker count and its own options."""
         return cls(config.workers, **{o.name: getattr(config, o.name) for o in cls.options})
 
     @classmethod
-    def launch(cls, config: Any, given: dict[str, Any],
-               show: Callable[[dict[str, Any]], None]) -> int | None:
+    def launch(
+        cls, config: Any, given: dict[str, Any], show: Callable[[dict[str, Any]], None]
+    ) -> int | None:
         """For a strategy whose workers the calling process cannot start itself (mpi: mpiexec
         starts the ranks): run the whole `run` command, show the result, return the exit status.
         None (the default): run in this process as usual. `given` holds the settings the user
@@ -219,7 +226,7 @@ class Strategy(ABC):
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "Strategy":
+    def __enter__(self) -> Strategy:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,7 +271,7 @@ def split_evenly(tasks: Sequence[T], parts: int) -> list[Sequence[T]]:
     parts = max(1, min(parts, len(tasks)))
     size, extra = divmod(len(tasks), parts)
     bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [tasks[bounds[i]:bounds[i + 1]] for i in range(parts)]
+    return [tasks[bounds[i] : bounds[i + 1]] for i in range(parts)]
 
 
 def run_slice(fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
@@ -282,5 +289,9 @@ def blas_summary() -> dict[str, Any]:
     if not blas:
         return {"library": None, "threads": None, "version": None, "architecture": None}
     first = blas[0]
-    return {"library": first.get("internal_api"), "threads": first.get("num_threads"),
-            "version": first.get("version"), "architecture": first.get("architecture")}
+    return {
+        "library": first.get("internal_api"),
+        "threads": first.get("num_threads"),
+        "version": first.get("version"),
+        "architecture": first.get("architecture"),
+    }

@@ -30,29 +30,34 @@ from __future__ import annotations
 import shutil
 import sys
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness import HarnessError
 from harness.options import Option
-from strategies.base import R, T, Strategy, concatenated, register
+from strategies.base import R, Strategy, T, concatenated, register
 from strategies.threads import Threads
 
 INSTALL_HINT = "pip install 'ft-harness[mpi]' (mpi4py and the MPICH runtime with its mpiexec)"
 THREAD_LEVEL = "funneled"  # only a rank's main thread calls MPI (see the module docstring)
-CHAIN_CHUNK = 1 << 16  # elements per message of the ordered chain (512 KiB): ranks overlap on big rows
+CHAIN_CHUNK = (
+    1 << 16
+)  # elements per message of the ordered chain (512 KiB): ranks overlap on big rows
 
 
 def init_mpi() -> ModuleType:
     """mpi4py's MPI module; importing it starts MPI, at our thread level if it is the first import."""
     import mpi4py
+
     mpi4py.rc.thread_level = THREAD_LEVEL  # read once, by the first import of mpi4py.MPI
     from mpi4py import MPI
+
     return MPI
 
 
@@ -64,8 +69,12 @@ def mpiexec_path() -> str | None:
 
 
 def thread_level_name(mpi: ModuleType, level: int) -> str:
-    names = {mpi.THREAD_SINGLE: "single", mpi.THREAD_FUNNELED: "funneled",
-             mpi.THREAD_SERIALIZED: "serialized", mpi.THREAD_MULTIPLE: "multiple"}
+    names = {
+        mpi.THREAD_SINGLE: "single",
+        mpi.THREAD_FUNNELED: "funneled",
+        mpi.THREAD_SERIALIZED: "serialized",
+        mpi.THREAD_MULTIPLE: "multiple",
+    }
     return names.get(level, str(level))
 
 
@@ -84,11 +93,20 @@ class Mpi(Strategy):
     options = (
         Option(name="hosts", help="hosts for the ranks, comma-separated, as mpiexec -hosts"),
         Option(name="hostfile", help="an MPI hostfile, as mpiexec -f"),
-        Option(name="threads_per_rank", kind=int, default=1, minimum=1,
-               help="threads inside each rank (a hybrid: ranks x threads)"),
-        Option(name="reduce", default="ordered", choices=("ordered", "allreduce"),
-               help="data-parallel's gradient sum: in order along the ranks (bitwise = serial) "
-                    "or MPI's Allreduce"),
+        Option(
+            name="threads_per_rank",
+            kind=int,
+            default=1,
+            minimum=1,
+            help="threads inside each rank (a hybrid: ranks x threads)",
+        ),
+        Option(
+            name="reduce",
+            default="ordered",
+            choices=("ordered", "allreduce"),
+            help="data-parallel's gradient sum: in order along the ranks (bitwise = serial) "
+            "or MPI's Allreduce",
+        ),
     )
     # mpi's own knobs in the bench: Allreduce where there is something to reduce between ranks,
     # and N ranks x 2 threads, to set against 2N processes or threads
@@ -96,18 +114,34 @@ class Mpi(Strategy):
     # each of its bench runs is a whole mpiexec job (about 1.5 s here): few cells in quick
     bench_cells = {
         "quick": {"data-parallel": {"": (2,)}},
-        "full": {"data-parallel": {"": (1, 2, 4), "allreduce": (2, 4), "t2": (1, 2)},
-                 "async-sgd": {"": (1, 2, 4)}},
+        "full": {
+            "data-parallel": {"": (1, 2, 4), "allreduce": (2, 4), "t2": (1, 2)},
+            "async-sgd": {"": (1, 2, 4)},
+        },
         "scaling": {"data-parallel": {"": (2, 8, 16)}},
     }
     # ranks x threads per rank, the reduction, the library and the thread level it gave
-    info_facts = ("ranks", "threads_per_rank", "total_threads", "reduce", "mpi_library",
-                  "thread_level_provided")
+    info_facts = (
+        "ranks",
+        "threads_per_rank",
+        "total_threads",
+        "reduce",
+        "mpi_library",
+        "thread_level_provided",
+    )
     bench_as_job = True  # a pyperf worker cannot host MPI ranks: each run is a whole job
     spmd = True  # mpiexec starts every rank; each runs the workload (harness.mpi.launch)
 
-    def __init__(self, workers: int = 1, *, threads_per_rank: int = 1, reduce: str = "ordered",
-                 hosts: str | None = None, hostfile: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        threads_per_rank: int = 1,
+        reduce: str = "ordered",
+        hosts: str | None = None,
+        hostfile: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         # hosts and hostfile placed this rank (the launcher gave them to mpiexec): nothing to do
         reducers = {"ordered": self._chain_rows, "allreduce": self._allreduce_rows}
         if reduce not in reducers:
@@ -115,9 +149,11 @@ class Mpi(Strategy):
         self._mpi = init_mpi()
         self._comm = self._mpi.COMM_WORLD
         if self._comm.Get_size() != workers:
-            raise HarnessError(f"workers={workers} but this job has {self._comm.Get_size()} MPI "
-                               f"rank(s): start it with `mpiexec -n {workers}`, or let "
-                               "`python -m harness run --strategy mpi` do so")
+            raise HarnessError(
+                f"workers={workers} but this job has {self._comm.Get_size()} MPI "
+                f"rank(s): start it with `mpiexec -n {workers}`, or let "
+                "`python -m harness run --strategy mpi` do so"
+            )
         super().__init__(workers, **kwargs)
         self.reduce = reduce
         self._reduce = reducers[reduce]
@@ -133,9 +169,12 @@ class Mpi(Strategy):
             raise HarnessError("hosts and hostfile: give one of them, not both")
 
     @classmethod
-    def launch(cls, config: Any, given: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> int:
+    def launch(
+        cls, config: Any, given: dict[str, Any], show: Callable[[dict[str, Any]], None]
+    ) -> int:
         """Ranks are processes of their own: start the job under mpiexec, or be one rank of it."""
         from harness.mpi.launch import run_mpi
+
         return run_mpi(config, given, show)
 
     @classmethod
@@ -154,7 +193,7 @@ class Mpi(Strategy):
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         self._bounds = rank_bounds(len(tasks), self._comm.Get_size())
-        mine = self._threads.map(fn, tasks[self._bounds[self.rank]:self._bounds[self.rank + 1]])
+        mine = self._threads.map(fn, tasks[self._bounds[self.rank] : self._bounds[self.rank + 1]])
         # Every rank has finished its slice once this returns, so remote updates are all in place.
         results = concatenated(self._comm.allgather(mine))
         for store in self._stores:
@@ -172,7 +211,9 @@ class Mpi(Strategy):
             raise HarnessError("sum_rows follows a map: only then is it known who wrote which row")
         rows = array.reshape(len(array), -1)
         if self._bounds[-1] != len(rows):
-            raise HarnessError(f"sum_rows got {len(rows)} rows after a map of {self._bounds[-1]} tasks")
+            raise HarnessError(
+                f"sum_rows got {len(rows)} rows after a map of {self._bounds[-1]} tasks"
+            )
         return self._reduce(rows, self._bounds).reshape(array.shape[1:])
 
     def _chain_rows(self, rows: np.ndarray, bounds: list[int]) -> np.ndarray:
@@ -185,15 +226,16 @@ class Mpi(Strategy):
             place = chain.index(self.rank)
             before = chain[place - 1] if place else None
             after = chain[place + 1] if place + 1 < len(chain) else None
-            self._fold_chunks(rows[bounds[self.rank]:bounds[self.rank + 1]], total, before, after)
+            self._fold_chunks(rows[bounds[self.rank] : bounds[self.rank + 1]], total, before, after)
         self._comm.Bcast(total, root=chain[-1])
         return total
 
-    def _fold_chunks(self, mine: np.ndarray, total: np.ndarray, before: int | None,
-                     after: int | None) -> None:
+    def _fold_chunks(
+        self, mine: np.ndarray, total: np.ndarray, before: int | None, after: int | None
+    ) -> None:
         sends = []
         for start in range(0, len(total), CHAIN_CHUNK):
-            part, cut = total[start:start + CHAIN_CHUNK], slice(start, start + CHAIN_CHUNK)
+            part, cut = total[start : start + CHAIN_CHUNK], slice(start, start + CHAIN_CHUNK)
             if before is None:  # the first rows of all: the sum starts as row 0, like sum_in_order
                 part[...] = mine[0, cut]
                 rest = mine[1:]
@@ -207,7 +249,7 @@ class Mpi(Strategy):
         self._mpi.Request.Waitall(sends)
 
     def _allreduce_rows(self, rows: np.ndarray, bounds: list[int]) -> np.ndarray:
-        partial = rows[bounds[self.rank]:bounds[self.rank + 1]].sum(axis=0)
+        partial = rows[bounds[self.rank] : bounds[self.rank + 1]].sum(axis=0)
         total = np.empty_like(partial)
         self._comm.Allreduce(partial, total, op=self._mpi.SUM)
         return total
@@ -222,14 +264,21 @@ class Mpi(Strategy):
     def info(self) -> dict[str, Any]:
         library = self._mpi.Get_library_version().strip()
         ranks, threads = self._comm.Get_size(), self._threads.workers
-        return {**super().info(), "ranks": ranks, "threads_per_rank": threads,
-                "total_threads": ranks * threads, "reduce": self.reduce,
-                "bitwise": self.reduce == "ordered", "thread_level_requested": THREAD_LEVEL,
-                "thread_level_provided": thread_level_name(self._mpi, self._mpi.Query_thread()),
-                "mpi_library": " ".join(library.splitlines()[0].split()),
-                "mpi_library_version": library,
-                "mpi_standard": "{}.{}".format(*self._mpi.Get_version()),
-                "mpi4py": sys.modules["mpi4py"].__version__, "hosts": self._hosts}
+        return {
+            **super().info(),
+            "ranks": ranks,
+            "threads_per_rank": threads,
+            "total_threads": ranks * threads,
+            "reduce": self.reduce,
+            "bitwise": self.reduce == "ordered",
+            "thread_level_requested": THREAD_LEVEL,
+            "thread_level_provided": thread_level_name(self._mpi, self._mpi.Query_thread()),
+            "mpi_library": " ".join(library.splitlines()[0].split()),
+            "mpi_library_version": library,
+            "mpi_standard": "{}.{}".format(*self._mpi.Get_version()),
+            "mpi4py": sys.modules["mpi4py"].__version__,
+            "hosts": self._hosts,
+        }
 
     def __exit__(self, *exc: object) -> None:
         # Leaving on an error, this rank is about to abort the job: a collective (freeing a
@@ -259,8 +308,9 @@ class WindowStore:
     may still mix old and new elements, as Hogwild! reads do.
     """
 
-    def __init__(self, mpi: ModuleType, comm: Any, initial: np.ndarray, stripes: Sequence[slice],
-                 locks: int) -> None:
+    def __init__(
+        self, mpi: ModuleType, comm: Any, initial: np.ndarray, stripes: Sequence[slice], locks: int
+    ) -> None:
         self._mpi = mpi
         self.stripes = tuple(stripes)
         self.params = np.array(initial, dtype=np.float64)  # this rank's copy, refreshed by pull()
@@ -268,8 +318,9 @@ class WindowStore:
         self._hosts = [(i % locks) % ranks if locks else 0 for i in range(len(self.stripes))]
         self._offsets, hosted = self._layout()
         self._lock_type = mpi.LOCK_EXCLUSIVE if locks else mpi.LOCK_SHARED
-        self._window = mpi.Win.Allocate(hosted[comm.Get_rank()] * self.params.itemsize,
-                                        self.params.itemsize, comm=comm)
+        self._window = mpi.Win.Allocate(
+            hosted[comm.Get_rank()] * self.params.itemsize, self.params.itemsize, comm=comm
+        )
         self._fill_local(comm.Get_rank(), hosted[comm.Get_rank()])
         comm.Barrier()  # nobody reads a stripe before its host has written it
 
@@ -288,7 +339,7 @@ class WindowStore:
             memory = np.frombuffer(self._window.tomemory(), dtype=np.float64)
             for stripe, host, offset in zip(self.stripes, self._hosts, self._offsets):
                 if host == rank:
-                    memory[offset:offset + stripe.stop - stripe.start] = self.params[stripe]
+                    memory[offset : offset + stripe.stop - stripe.start] = self.params[stripe]
 
     @property
     def lock_count(self) -> int:
@@ -298,8 +349,10 @@ class WindowStore:
     @contextmanager
     def _epoch(self, host: int, lock_type: int) -> Iterator[None]:
         if not self._mpi.Is_thread_main():
-            raise HarnessError(f"MPI runs at thread level {THREAD_LEVEL!r}: only a rank's main "
-                               "thread may use the parameter store")
+            raise HarnessError(
+                f"MPI runs at thread level {THREAD_LEVEL!r}: only a rank's main "
+                "thread may use the parameter store"
+            )
         self._window.Lock(host, lock_type)
         try:
             yield

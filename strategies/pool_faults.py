@@ -16,12 +16,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Iterator
+from typing import Any
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 GRACE_S = 2.0  # stop_pool: how long workers get to exit after each step (ask, SIGTERM, SIGKILL)
@@ -44,8 +45,9 @@ class Relay(Future):  # type: ignore[type-arg]
     """What `submit` returns: the pool future's outcome, with a broken pool's error replaced by
     the one naming the dead worker; cancelling it cancels the pool's job."""
 
-    def __init__(self, source: Future[Any],
-                 explain: Callable[[BaseException], BaseException]) -> None:
+    def __init__(
+        self, source: Future[Any], explain: Callable[[BaseException], BaseException]
+    ) -> None:
         super().__init__()
         self._source, self._explain = source, explain
         source.add_done_callback(self._copy)
@@ -100,8 +102,12 @@ def feed_stuck_reader(pool: ProcessPoolExecutor, manager: threading.Thread | Non
     writer = pool._result_queue._writer.fileno()  # type: ignore[attr-defined]
     os.set_blocking(writer, False)
     deadline = time.monotonic() + 10 * GRACE_S
-    while (manager is not None and manager.is_alive() and not pool._broken  # type: ignore
-           and time.monotonic() < deadline):
+    while (
+        manager is not None
+        and manager.is_alive()
+        and not pool._broken  # type: ignore
+        and time.monotonic() < deadline
+    ):
         try:
             os.write(writer, bytes(65536))
         except BlockingIOError:
@@ -144,8 +150,11 @@ def slice_label(fn: Callable[..., Any], start: int, count: int, total: int) -> s
 def task_label(fn: Callable[..., Any], task: object) -> str:
     """`fn on TASK`: a dataclass task by its scalar fields, another by a short repr."""
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
-        fields = [f"{f.name}={getattr(task, f.name)!r}" for f in dataclasses.fields(task)
-                  if isinstance(getattr(task, f.name), (int, float, str))]
+        fields = [
+            f"{f.name}={getattr(task, f.name)!r}"
+            for f in dataclasses.fields(task)
+            if isinstance(getattr(task, f.name), (int, float, str))
+        ]
         return f"{task_name(fn)} on {type(task).__name__}({', '.join(fields)})"
     text = repr(task)
     return f"{task_name(fn)} on {text if len(text) <= 40 else 'a ' + type(task).__name__}"

@@ -26,23 +26,44 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from harness import HarnessError
-from strategies.base import (START_METHOD, R, T, Strategy, WorkerDied, concatenated, ctrl_c_deferred, register,
-                             run_slice, split_evenly)
-from strategies.pool_faults import (GRACE_S, POLL_S, STOP_SIGNALS, Relay, exit_cause,
-                                    feed_stuck_reader, signals_blocked, slice_label, stop_pool,
-                                    task_label, wait_unless)
+from strategies.base import (
+    START_METHOD,
+    R,
+    Strategy,
+    T,
+    WorkerDied,
+    concatenated,
+    ctrl_c_deferred,
+    register,
+    run_slice,
+    split_evenly,
+)
+from strategies.pool_faults import (
+    GRACE_S,
+    POLL_S,
+    STOP_SIGNALS,
+    Relay,
+    exit_cause,
+    feed_stuck_reader,
+    signals_blocked,
+    slice_label,
+    stop_pool,
+    task_label,
+    wait_unless,
+)
 
 SEGMENT_PREFIX = "fth_"  # every segment we create starts with this, so tests can look for leaks
 LOCK_BANK_SIZE = 64
@@ -107,7 +128,7 @@ class ProcessLock:
     def release(self) -> None:
         self._lock().release()
 
-    def __enter__(self) -> "ProcessLock":
+    def __enter__(self) -> ProcessLock:
         self.acquire()
         return self
 
@@ -180,8 +201,10 @@ class Processes(Strategy):
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
         if self.start_method not in multiprocessing.get_all_start_methods():
-            raise HarnessError(f"start_method={self.start_method!r} is not available here; "
-                               f"available: {', '.join(multiprocessing.get_all_start_methods())}")
+            raise HarnessError(
+                f"start_method={self.start_method!r} is not available here; "
+                f"available: {', '.join(multiprocessing.get_all_start_methods())}"
+            )
         context = multiprocessing.get_context(self.start_method)
         self._token = uuid.uuid4().hex
         self._guard = threading.Lock()  # lock(), job ids and the death note, from any thread
@@ -195,9 +218,12 @@ class Processes(Strategy):
             self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
             _LOCK_BANKS[self._token] = self._locks
             self._board = context.Array("q", 2 * workers)  # per worker: pid, running job id
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                             initializer=_init_worker,
-                                             initargs=(self._token, self._locks, self._board))
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self._token, self._locks, self._board),
+            )
             started = [self._start(lambda: "its start-up", _noop, i) for i in range(workers)]
         try:  # start the workers outside timed code; a failed or interrupted start leaves nothing
             with ctrl_c_deferred() as interrupted:
@@ -207,8 +233,9 @@ class Processes(Strategy):
             self.close()
             raise self._worker_died(exc) from exc
         workers = list(self._pool._processes.values())  # type: ignore[attr-defined]
-        threading.Thread(target=self._watch, args=(workers,), name="ft-harness-watch",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(workers,), name="ft-harness-watch", daemon=True
+        ).start()
 
     def _watch(self, workers: list[BaseProcess]) -> None:
         """Once a worker has ended: if the strategy is still open and the pool has not noticed
@@ -250,8 +277,10 @@ class Processes(Strategy):
         """`worker process PID died (HOW) while running TASK`, from exit statuses and the board."""
         processes = list((self._pool._processes or {}).values())  # type: ignore[attr-defined]
         # Killed by the pool's own SIGTERM after the break: only if none died otherwise.
-        dead = sorted((p for p in processes if p.exitcode is not None),
-                      key=lambda p: p.exitcode == -signal.SIGTERM)
+        dead = sorted(
+            (p for p in processes if p.exitcode is not None),
+            key=lambda p: p.exitcode == -signal.SIGTERM,
+        )
         if not dead:
             return None
         board = self._board.get_obj()
@@ -273,9 +302,15 @@ class Processes(Strategy):
         slices = split_evenly(tasks, self.workers)
         starts = list(itertools.accumulate(map(len, slices), initial=0))
         with ctrl_c_deferred() as interrupted:  # Ctrl-C ends the wait; close() stops the workers
-            futures = [self._start(functools.partial(slice_label, fn, starts[i], len(part),
-                                                     len(tasks)), run_slice, fn, part)
-                       for i, part in enumerate(slices)]
+            futures = [
+                self._start(
+                    functools.partial(slice_label, fn, starts[i], len(part), len(tasks)),
+                    run_slice,
+                    fn,
+                    part,
+                )
+                for i, part in enumerate(slices)
+            ]
             wait_unless(futures, interrupted)
         try:
             return concatenated(f.result() for f in futures)
@@ -305,8 +340,10 @@ class Processes(Strategy):
         with self._guard:  # each index handed out once, also to threads calling at once
             index = self._next_lock
             if index >= LOCK_BANK_SIZE:
-                raise HarnessError(f"processes strategy has only {LOCK_BANK_SIZE} locks; "
-                                   "share locks between stripes (stripe i -> lock i % n)")
+                raise HarnessError(
+                    f"processes strategy has only {LOCK_BANK_SIZE} locks; "
+                    "share locks between stripes (stripe i -> lock i % n)"
+                )
             self._next_lock += 1
         return ProcessLock(self._token, index)
 

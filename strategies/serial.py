@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from strategies.base import R, T, Strategy, register
+from strategies.base import R, Strategy, T, register
 
 
 @register

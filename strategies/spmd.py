@@ -27,10 +27,11 @@ import os
 import signal
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,15 +42,19 @@ from strategies.spmd_comm import POLL_S, Aborted, Comm, Handles, death_text, new
 
 LOCK_BANK_SIZE = 64
 STOP_S = 3.0  # how long a worker may take to leave after it is told to, before SIGKILL
-NOT_SPMD = {"loader": "it is a data pipeline with no training loop for every worker to run "
-                      "(each would load every batch); run it on processes or threads"}
+NOT_SPMD = {
+    "loader": "it is a data pipeline with no training loop for every worker to run "
+    "(each would load every batch); run it on processes or threads"
+}
 
 
 @register
 class Spmd(Strategy):
     name = "spmd"
-    description = ("worker processes started once, each running the loop on its share; "
-                   "collectives over shared memory (DDP-like; no loader)")
+    description = (
+        "worker processes started once, each running the loop on its share; "
+        "collectives over shared memory (DDP-like; no loader)"
+    )
     uses_processes = True
     shares_memory = False  # each rank has its own arrays; only the collectives share memory
     spmd = True
@@ -64,15 +69,18 @@ class Spmd(Strategy):
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
         if self.start_method not in multiprocessing.get_all_start_methods():
-            raise HarnessError(f"start_method={self.start_method!r} is not available here; "
-                               f"available: {', '.join(multiprocessing.get_all_start_methods())}")
+            raise HarnessError(
+                f"start_method={self.start_method!r} is not available here; "
+                f"available: {', '.join(multiprocessing.get_all_start_methods())}"
+            )
         context = multiprocessing.get_context(self.start_method)
         handles = new_handles(workers, context, LOCK_BANK_SIZE)
         self._join(Comm(handles, 0))
         self._peers: list[Peer] = []
         try:
-            self._peers = [Peer(context, handles, rank, self.start_method)
-                           for rank in range(1, workers)]
+            self._peers = [
+                Peer(context, handles, rank, self.start_method) for rank in range(1, workers)
+            ]
             self._watchdog = Watchdog(self._comm, self._peers)
             for peer in self._peers:
                 peer.reply(self._comm)
@@ -143,11 +151,13 @@ class Spmd(Strategy):
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         if not self._running:
-            raise HarnessError(f"strategy {self.name!r} maps only inside run_workload, where "
-                               "every worker runs the workload; a map here would wait for "
-                               "workers that are not mapping")
+            raise HarnessError(
+                f"strategy {self.name!r} maps only inside run_workload, where "
+                "every worker runs the workload; a map here would wait for "
+                "workers that are not mapping"
+            )
         self._bounds = rank_bounds(len(tasks), self.workers)
-        mine = [fn(task) for task in tasks[self._bounds[self.rank]:self._bounds[self.rank + 1]]]
+        mine = [fn(task) for task in tasks[self._bounds[self.rank] : self._bounds[self.rank + 1]]]
         return concatenated(self._comm.allgather(mine))
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
@@ -171,8 +181,9 @@ class Spmd(Strategy):
             raise HarnessError("sum_rows follows a map: only then is it known who wrote which row")
         rows = array.reshape(len(array), -1)
         if self._bounds[-1] != len(rows):
-            raise HarnessError(f"sum_rows got {len(rows)} rows after a map of "
-                               f"{self._bounds[-1]} tasks")
+            raise HarnessError(
+                f"sum_rows got {len(rows)} rows after a map of {self._bounds[-1]} tasks"
+            )
         if self.workers == 1:
             return sum_in_order(array)
         buffers = self._rows_buffers(rows.shape, rows.dtype)
@@ -192,6 +203,7 @@ class Spmd(Strategy):
         """async-sgd's parameters (harness.params.open_store asks for them here, as the ranks'
         arrays are their own): one segment every rank updates, behind locks from the bank."""
         from harness.params import ParamStore
+
         shm, params = self._comm.segment(initial.shape, np.float64, fill=initial)
         self._run_segments.append(shm)
         return ParamStore.build(params, stripes, [self.lock() for _ in range(locks)])
@@ -199,14 +211,20 @@ class Spmd(Strategy):
     def lock(self) -> SpmdLock:
         """Lock i of the bank, the same lock on every rank (every rank asks in the same order)."""
         if self._locks_given >= LOCK_BANK_SIZE:
-            raise HarnessError(f"spmd strategy has only {LOCK_BANK_SIZE} locks; "
-                               "share locks between stripes (stripe i -> lock i % n)")
+            raise HarnessError(
+                f"spmd strategy has only {LOCK_BANK_SIZE} locks; "
+                "share locks between stripes (stripe i -> lock i % n)"
+            )
         self._locks_given += 1
         return SpmdLock(self._comm, self._comm.handles.locks[self._locks_given - 1])
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "start_method": self.start_method, "ranks": self.workers,
-                "execution": "spmd: every worker runs the loop; collectives in shared memory"}
+        return {
+            **super().info(),
+            "start_method": self.start_method,
+            "ranks": self.workers,
+            "execution": "spmd: every worker runs the loop; collectives in shared memory",
+        }
 
     def _close(self) -> None:
         try:
@@ -233,12 +251,18 @@ class SpmdLock:
 
 
 def failure_line(comm: Comm, pid: int, exc: BaseException) -> str:
-    what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else (
-        f"failed: {type(exc).__name__}: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
+    what = (
+        "was interrupted"
+        if isinstance(exc, KeyboardInterrupt)
+        else (
+            f"failed: {type(exc).__name__}: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
+        )
+    )
     return f"spmd worker {comm.rank} of {comm.size} (pid {pid}) {what}"
 
 
 # ---- rank 0's side: the other ranks' processes ----------------------------------------------
+
 
 class Peer:
     """Rank r's process, seen from rank 0, and the pipe that hands it workloads."""
@@ -247,8 +271,12 @@ class Peer:
         self.rank = rank
         self._reporting = threading.Lock()
         self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=serve, args=(handles, rank, theirs, start_method),
-                                       name=f"ft-harness-spmd-{rank}", daemon=True)
+        self.process = context.Process(
+            target=serve,
+            args=(handles, rank, theirs, start_method),
+            name=f"ft-harness-spmd-{rank}",
+            daemon=True,
+        )
         self.process.start()
         theirs.close()
 
@@ -274,8 +302,11 @@ class Peer:
         main thread may both ask: one at a time, as both would read the exit status)."""
         with self._reporting:
             self.process.join(STOP_S)  # the sentinel can be ready a moment before the status
-        comm.abort(self.rank, f"spmd worker {self.rank} of {comm.size} (pid {self.process.pid}) "
-                              f"{death_text(self.process.exitcode)}")
+        comm.abort(
+            self.rank,
+            f"spmd worker {self.rank} of {comm.size} (pid {self.process.pid}) "
+            f"{death_text(self.process.exitcode)}",
+        )
 
 
 class Watchdog:
@@ -284,8 +315,9 @@ class Watchdog:
     def __init__(self, comm: Comm, peers: list[Peer]) -> None:
         self._comm, self._peers = comm, peers
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="ft-harness-spmd-watchdog",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name="ft-harness-spmd-watchdog", daemon=True
+        )
         self._thread.start()
 
     def _watch(self) -> None:
@@ -314,6 +346,7 @@ def stop_peers(peers: list[Peer]) -> None:
 
 
 # ---- the other ranks' side --------------------------------------------------------------------
+
 
 def serve(handles: Handles, rank: int, conn: Connection, start_method: str) -> None:
     """A worker process: join the job, then run each workload rank 0 hands over until told to

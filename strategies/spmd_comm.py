@@ -25,10 +25,11 @@ import os
 import pickle
 import signal
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,13 @@ class Handles:
 
 def new_handles(size: int, context: Any, locks: int) -> Handles:
     prefix = f"{SEGMENT_PREFIX}{os.getpid()}_spmd{os.urandom(4).hex()}_"
-    return Handles(size, prefix, tuple(context.Semaphore(0) for _ in range(size)),
-                   tuple(context.Lock() for _ in range(locks)), context.Lock())
+    return Handles(
+        size,
+        prefix,
+        tuple(context.Semaphore(0) for _ in range(size)),
+        tuple(context.Lock() for _ in range(locks)),
+        context.Lock(),
+    )
 
 
 class Comm:
@@ -101,9 +107,12 @@ class Comm:
     def failure(self) -> tuple[str, str]:
         _, _, length, detail = HEADER.unpack_from(self._control.buf)
         start = HEADER.size
-        return (bytes(self._control.buf[start:start + length]).decode(errors="replace"),
-                bytes(self._control.buf[start + TEXT_BYTES:start + TEXT_BYTES + detail])
-                .decode(errors="replace"))
+        return (
+            bytes(self._control.buf[start : start + length]).decode(errors="replace"),
+            bytes(self._control.buf[start + TEXT_BYTES : start + TEXT_BYTES + detail]).decode(
+                errors="replace"
+            ),
+        )
 
     def abort(self, rank: int, line: str, detail: str = "") -> None:
         """Record the failure (the first one wins), set the flag, wake every waiting rank."""
@@ -112,9 +121,9 @@ class Comm:
         try:
             if not self.aborted:
                 texts = [text.encode()[:TEXT_BYTES] for text in (line, detail)]
-                self._control.buf[HEADER.size:HEADER.size + len(texts[0])] = texts[0]
+                self._control.buf[HEADER.size : HEADER.size + len(texts[0])] = texts[0]
                 start = HEADER.size + TEXT_BYTES
-                self._control.buf[start:start + len(texts[1])] = texts[1]
+                self._control.buf[start : start + len(texts[1])] = texts[1]
                 HEADER.pack_into(self._control.buf, 0, 1, rank, len(texts[0]), len(texts[1]))
         finally:
             if locked:
@@ -148,26 +157,30 @@ class Comm:
             return [value]
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > SLOT_BYTES:
-            raise HarnessError(f"spmd: rank {self.rank}'s results of one map pickle to {len(data)} "
-                               f"bytes; a rank may return at most {SLOT_BYTES}")
+            raise HarnessError(
+                f"spmd: rank {self.rank}'s results of one map pickle to {len(data)} "
+                f"bytes; a rank may return at most {SLOT_BYTES}"
+            )
         parity = self.generation % 2
         self._slot(parity, self.rank, data)
         self.barrier()
-        return [value if rank == self.rank else self._slot(parity, rank)
-                for rank in range(self.size)]
+        return [
+            value if rank == self.rank else self._slot(parity, rank) for rank in range(self.size)
+        ]
 
     def _slot(self, parity: int, rank: int, data: bytes | None = None) -> Any:
         offset = (parity * self.size + rank) * (LEN.size + SLOT_BYTES)
         buf = self._results.buf
         if data is not None:
             LEN.pack_into(buf, offset, len(data))
-            buf[offset + LEN.size:offset + LEN.size + len(data)] = data
+            buf[offset + LEN.size : offset + LEN.size + len(data)] = data
             return None
         (length,) = LEN.unpack_from(buf, offset)
-        return pickle.loads(buf[offset + LEN.size:offset + LEN.size + length])
+        return pickle.loads(buf[offset + LEN.size : offset + LEN.size + length])
 
-    def segment(self, shape: Sequence[int], dtype: Any,
-                fill: np.ndarray | None = None) -> tuple[SharedMemory, np.ndarray]:
+    def segment(
+        self, shape: Sequence[int], dtype: Any, fill: np.ndarray | None = None
+    ) -> tuple[SharedMemory, np.ndarray]:
         """Collective: a new segment every rank maps, as an array (rank 0 writes `fill` into
         it first). It stays until `release` or `close`: the array is only valid while the
         SharedMemory lives (its finaliser unmaps it)."""
@@ -213,4 +226,3 @@ def death_text(exitcode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-exitcode}"
     return f"exited with status {exitcode} in the middle of the job"
-

@@ -13,11 +13,20 @@ hands every task to the pool, as the caller is then the pipeline's consumer: the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from strategies.base import (R, T, Strategy, concatenated, ctrl_c_deferred, register, run_slice,
-                             split_evenly)
+from strategies.base import (
+    R,
+    Strategy,
+    T,
+    concatenated,
+    ctrl_c_deferred,
+    register,
+    run_slice,
+    split_evenly,
+)
 
 
 @register

@@ -9,9 +9,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Worker pools make timings noisy: no deadlines; fixtures shared across examples are deliberate.
-settings.register_profile("threading", deadline=None, max_examples=25,
-                          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                 HealthCheck.too_slow])
+settings.register_profile(
+    "threading",
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "threading"))
 
 

@@ -18,6 +18,7 @@ import traceback
 
 def run_one(argv: list[str]) -> dict[str, object]:
     from harness.__main__ import main
+
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

@@ -18,17 +18,37 @@ TIMEOUT = 240
 
 def bench_env(config: str, cache: Path) -> dict[str, str]:
     """The test's environment plus a thread variable the pyperf workers must see (pass-through)."""
-    return {**os.environ, "FT_HARNESS_CONFIG": config, "FT_HARNESS_CACHE": str(cache),
-            "OPENBLAS_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "FT_HARNESS_CONFIG": config,
+        "FT_HARNESS_CACHE": str(cache),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
 
 
 def bench_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "harness", "bench", "--preset", "smoke", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "bench",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def run_bench(out: Path, config: str, cache: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(bench_command(out, *extra), cwd=ROOT, env=bench_env(config, cache),
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(
+        bench_command(out, *extra),
+        cwd=ROOT,
+        env=bench_env(config, cache),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
 
 
 def shared_dir(factory: pytest.TempPathFactory) -> Path:
@@ -46,9 +66,17 @@ def smoke_bench(factory: pytest.TempPathFactory) -> Path:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "done").exists():
-            running = {c: subprocess.Popen(bench_command(folder / f"{c}.json"), cwd=ROOT,
-                                           env=bench_env(c, folder / f"cache-{c}"), stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True) for c in CONFIGS}
+            running = {
+                c: subprocess.Popen(
+                    bench_command(folder / f"{c}.json"),
+                    cwd=ROOT,
+                    env=bench_env(c, folder / f"cache-{c}"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for c in CONFIGS
+            }
             for config, proc in running.items():
                 out, err = proc.communicate(timeout=TIMEOUT)
                 (folder / f"{config}.stdout").write_text(out)

@@ -20,7 +20,9 @@ FAST = [170.0, 171.0, 169.0, 170.5, 169.5]
 SAME = [100.2, 99.8, 100.9, 99.1, 100.3]
 
 
-def measured(strategy: str, workers: int, rates: list[float], digest: str = "d", **kw: object) -> Measured:
+def measured(
+    strategy: str, workers: int, rates: list[float], digest: str = "d", **kw: object
+) -> Measured:
     found = Measured(Candidate(strategy, workers), rates=list(rates), digests={digest})
     for key, value in kw.items():
         setattr(found, key, value)
@@ -32,8 +34,13 @@ def table(*found: Measured) -> dict[Candidate, Measured]:
 
 
 def test_the_fastest_significant_safe_candidate_is_recommended() -> None:
-    rows = rank(table(measured("serial", 1, SLOW), measured("threads", 2, FAST),
-                      measured("processes", 2, SAME)))
+    rows = rank(
+        table(
+            measured("serial", 1, SLOW),
+            measured("threads", 2, FAST),
+            measured("processes", 2, SAME),
+        )
+    )
     pick = recommend(rows)
     assert pick is not None and (pick.strategy, pick.workers) == ("threads", 2)
     assert pick.speedup == pytest.approx(170.0 / 100.0)
@@ -48,9 +55,16 @@ def test_nothing_significant_means_stay_serial_and_says_so() -> None:
 
 
 def test_an_unsafe_candidate_is_never_recommended_even_when_fastest() -> None:
-    rows = rank(table(measured("serial", 1, SLOW), measured("threads", 2, FAST, digest="other"),
-                      measured("processes", 2, [130.0, 131.0, 129.0, 130.5, 129.5])))
-    assert rows[0].strategy == "threads" and rows[0].unsafe == "result differs from serial's (digest)"
+    rows = rank(
+        table(
+            measured("serial", 1, SLOW),
+            measured("threads", 2, FAST, digest="other"),
+            measured("processes", 2, [130.0, 131.0, 129.0, 130.5, 129.5]),
+        )
+    )
+    assert (
+        rows[0].strategy == "threads" and rows[0].unsafe == "result differs from serial's (digest)"
+    )
     pick = recommend(rows)
     assert pick is not None and pick.strategy == "processes"
 
@@ -63,17 +77,26 @@ def test_a_candidate_with_several_results_is_unsafe() -> None:
 
 def test_non_bitwise_strategies_are_held_to_the_serial_loss() -> None:
     serial = measured("serial", 1, SLOW, checks={"test_loss": 0.5})
-    close = measured("blas", 2, FAST, digest="x", bitwise=False, checks={"test_loss": 0.5 * (1 + 1e-12)})
+    close = measured(
+        "blas", 2, FAST, digest="x", bitwise=False, checks={"test_loss": 0.5 * (1 + 1e-12)}
+    )
     far = measured("blas", 2, FAST, digest="x", bitwise=False, checks={"test_loss": 0.51})
     assert unsafe_reason(close, serial) == ""
     assert unsafe_reason(far, serial).startswith("held-out loss differs from serial's by 2.0e-02")
 
 
-@pytest.mark.parametrize(("policy", "lost", "unsafe"), [
-    ("lock", 7, True), ("striped", 1, True), ("lock", 0, False), ("hogwild", 5000, False)])
+@pytest.mark.parametrize(
+    ("policy", "lost", "unsafe"),
+    [("lock", 7, True), ("striped", 1, True), ("lock", 0, False), ("hogwild", 5000, False)],
+)
 def test_locked_policies_must_lose_nothing(policy: str, lost: int, unsafe: bool) -> None:
-    found = measured("threads", 2, FAST, digest="timing-dependent",
-                     checks={"lost_updates": lost, "policy": policy})
+    found = measured(
+        "threads",
+        2,
+        FAST,
+        digest="timing-dependent",
+        checks={"lost_updates": lost, "policy": policy},
+    )
     assert bool(unsafe_reason(found, measured("serial", 1, SLOW))) is unsafe
 
 
@@ -84,20 +107,40 @@ def plan_of(*found: Measured) -> Plan:
 
 
 def test_a_sweep_grows_only_after_a_significant_gain_and_stops_one_past_the_cpus() -> None:
-    plan = plan_of(measured("serial", 1, SLOW), measured("threads", 1, SLOW), measured("threads", 2, FAST),
-                   measured("processes", 1, SLOW), measured("processes", 2, SAME))
+    plan = plan_of(
+        measured("serial", 1, SLOW),
+        measured("threads", 1, SLOW),
+        measured("threads", 2, FAST),
+        measured("processes", 1, SLOW),
+        measured("processes", 2, SAME),
+    )
     assert grown(plan, limit=3) == [Candidate("threads", 3)]
     assert grown(plan, limit=2) == []
 
 
 def advise(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "advise", *args, "--json"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "advise", *args, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def test_a_real_short_advice_measures_checks_and_decides_within_its_budget(tmp_path: Path) -> None:
-    proc = advise("--steps", "4", "--batch", "256", "--strategies", "threads,blas",
-                  "--budget", "20", "-o", str(tmp_path / "advice"))
+    proc = advise(
+        "--steps",
+        "4",
+        "--batch",
+        "256",
+        "--strategies",
+        "threads,blas",
+        "--budget",
+        "20",
+        "-o",
+        str(tmp_path / "advice"),
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     names = {(r["strategy"], r["workers"]) for r in result["rows"]}
@@ -109,8 +152,20 @@ def test_a_real_short_advice_measures_checks_and_decides_within_its_budget(tmp_p
 
 
 def test_a_thread_unsafe_plugin_model_is_reported_unsafe_and_not_recommended() -> None:
-    proc = advise("--plugin", str(UNSAFE_PLUGIN), "--model", "unsafe-tiny", "--steps", "3",
-                  "--batch", "256", "--strategies", "threads", "--budget", "25")
+    proc = advise(
+        "--plugin",
+        str(UNSAFE_PLUGIN),
+        "--model",
+        "unsafe-tiny",
+        "--steps",
+        "3",
+        "--batch",
+        "256",
+        "--strategies",
+        "threads",
+        "--budget",
+        "25",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     threaded = [r for r in result["rows"] if r["strategy"] == "threads" and r["workers"] >= 2]
@@ -120,11 +175,17 @@ def test_a_thread_unsafe_plugin_model_is_reported_unsafe_and_not_recommended() -
     assert any("UNSAFE" in reason for reason in result["reasons"])
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--strategy", "threads"], "advise tries every strategy and worker count itself; drop --strategy"),
-    (["--budget", "0"], "budget=0.0 must be > 0 seconds"),
-    (["--strategies", "nope"], "unknown strategy 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ["--strategy", "threads"],
+            "advise tries every strategy and worker count itself; drop --strategy",
+        ),
+        (["--budget", "0"], "budget=0.0 must be > 0 seconds"),
+        (["--strategies", "nope"], "unknown strategy 'nope'"),
+    ],
+)
 def test_bad_advise_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
     proc = advise(*args, timeout=60)
     assert proc.returncode == 2

@@ -23,16 +23,33 @@ from strategies import create
 from tests.conftest import our_segments
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON_KEYS = {"workload", "strategy", "workers", "interpreter", "blas", "steps", "samples", "wall_s",
-               "samples_per_s", "final_loss", "accuracy", "params_sha256"}
+COMMON_KEYS = {
+    "workload",
+    "strategy",
+    "workers",
+    "interpreter",
+    "blas",
+    "steps",
+    "samples",
+    "wall_s",
+    "samples_per_s",
+    "final_loss",
+    "accuracy",
+    "params_sha256",
+}
 ASYNC_KEYS = {"policy", "updates", "updates_per_s", "parameters", "stripes", "locks"}
 PROBE_KEYS = {"expected_sum", "observed_sum", "lost_updates", "lost_fraction", "exact"}
 QUICK = {"batch": 64, "train_samples": 1024, "test_samples": 256}  # keeps each run well under 1 s
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "run", "--workload", "async-sgd", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--workload", "async-sgd", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def run(**options: object) -> dict:
@@ -40,8 +57,21 @@ def run(**options: object) -> dict:
 
 
 def test_cli_training_reports_speed_and_held_out_quality() -> None:
-    proc = harness("--policy", "striped", "--strategy", "threads", "--workers", "2", "--updates", "60",
-                   "--batch", "64", "--seed", "3", "--json")
+    proc = harness(
+        "--policy",
+        "striped",
+        "--strategy",
+        "threads",
+        "--workers",
+        "2",
+        "--updates",
+        "60",
+        "--batch",
+        "64",
+        "--seed",
+        "3",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert COMMON_KEYS | ASYNC_KEYS <= result.keys() and not PROBE_KEYS & result.keys()
@@ -53,8 +83,18 @@ def test_cli_training_reports_speed_and_held_out_quality() -> None:
 
 
 def test_cli_probe_reports_what_was_lost() -> None:
-    proc = harness("--probe", "--policy", "lock", "--strategy", "processes", "--workers", "2",
-                   "--updates", "50", "--json")
+    proc = harness(
+        "--probe",
+        "--policy",
+        "lock",
+        "--strategy",
+        "processes",
+        "--workers",
+        "2",
+        "--updates",
+        "50",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert COMMON_KEYS | ASYNC_KEYS | PROBE_KEYS <= result.keys()
@@ -62,8 +102,9 @@ def test_cli_probe_reports_what_was_lost() -> None:
     assert result["observed_sum"] == result["expected_sum"] > 0
     assert result["final_loss"] is None and result["accuracy"] is None  # no training happened
     assert result["samples"] is None and result["samples_per_s"] is None  # nor samples read
-    summary = harness("--probe", "--policy", "lock", "--strategy", "threads", "--workers", "2",
-                      "--updates", "50")
+    summary = harness(
+        "--probe", "--policy", "lock", "--strategy", "threads", "--workers", "2", "--updates", "50"
+    )
     assert "updates/s" in summary.stdout and "samples/s" not in summary.stdout, summary.stdout
 
 
@@ -73,14 +114,21 @@ def test_cli_without_json_prints_a_summary() -> None:
     assert proc.stdout.startswith("async-sgd / threads x2") and "accuracy" in proc.stdout
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--policy", "optimistic"], "policy='optimistic' is not one of: lock, striped, hogwild"),
-    (["--stripes", "0"], "stripes=0 must be an integer >= 1"),
-    (["--policy", "striped", "--stripes", "2411"], "stripes=2411 is more than the 2410 parameters"),
-    (["--updates", "0"], "updates=0 must be an integer >= 1"),
-])
-def test_bad_values_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], args: list[str],
-                                            fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--policy", "optimistic"], "policy='optimistic' is not one of: lock, striped, hogwild"),
+        (["--stripes", "0"], "stripes=0 must be an integer >= 1"),
+        (
+            ["--policy", "striped", "--stripes", "2411"],
+            "stripes=2411 is more than the 2410 parameters",
+        ),
+        (["--updates", "0"], "updates=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_values_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
     assert main(["run", "--workload", "async-sgd", *args]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and fragment in err
@@ -90,7 +138,10 @@ def test_bad_values_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], 
 def test_one_worker_is_bitwise_serial(name: str) -> None:
     """With one writer nothing races: every strategy must land on serial's exact parameters."""
     options = {"workers": 1, "updates": 20, "policy": "striped", "seed": 5}
-    assert run(strategy=name, **options)["params_sha256"] == run(strategy="serial", **options)["params_sha256"]
+    assert (
+        run(strategy=name, **options)["params_sha256"]
+        == run(strategy="serial", **options)["params_sha256"]
+    )
 
 
 @pytest.mark.parametrize("policy", ["lock", "striped", "hogwild"])
@@ -107,16 +158,22 @@ def test_partitions_are_disjoint_and_cover_the_training_set() -> None:
 
 @pytest.mark.parametrize("name", ["threads", "processes"])
 def test_more_stripes_than_locks_share_locks_and_lose_nothing(name: str) -> None:
-    result = run(strategy=name, workers=2, updates=100, policy="striped", stripes=MAX_LOCKS + 9, probe=True)
+    result = run(
+        strategy=name, workers=2, updates=100, policy="striped", stripes=MAX_LOCKS + 9, probe=True
+    )
     assert (result["stripes"], result["locks"]) == (MAX_LOCKS + 9, MAX_LOCKS)
     assert result["lost_updates"] == 0
 
 
 def test_hogwild_losses_are_reported_not_asserted() -> None:
-    result = run(strategy="threads", workers=2, updates=100, policy="hogwild", probe=True, model="small")
+    result = run(
+        strategy="threads", workers=2, updates=100, policy="hogwild", probe=True, model="small"
+    )
     assert result["locks"] == 0 and isinstance(result["lost_updates"], int)
     assert 0 <= result["lost_updates"] <= result["expected_sum"]  # what races cost: measured only
-    alone = run(strategy="threads", workers=1, updates=100, policy="hogwild", probe=True, model="small")
+    alone = run(
+        strategy="threads", workers=1, updates=100, policy="hogwild", probe=True, model="small"
+    )
     assert alone["lost_updates"] == 0  # no second writer, nothing to race with
 
 

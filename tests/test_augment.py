@@ -7,16 +7,28 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.data.augment import FILL, PAD, Draw, augment_batch, augment_numpy, augment_python, decode, draw
+from harness.data.augment import (
+    FILL,
+    PAD,
+    Draw,
+    augment_batch,
+    augment_numpy,
+    augment_python,
+    decode,
+    draw,
+)
 
 IMAGES = st.integers(4, 12).flatmap(
-    lambda h: st.integers(4, 12).flatmap(lambda w: arrays(np.uint8, (3, h, w))))
+    lambda h: st.integers(4, 12).flatmap(lambda w: arrays(np.uint8, (3, h, w)))
+)
 
 
-@given(images=IMAGES, seed=st.integers(0, 2**32), epoch=st.integers(0, 5),
-       first=st.integers(0, 10**6))
-def test_numpy_and_python_augment_give_identical_arrays(images: np.ndarray, seed: int, epoch: int,
-                                                        first: int) -> None:
+@given(
+    images=IMAGES, seed=st.integers(0, 2**32), epoch=st.integers(0, 5), first=st.integers(0, 10**6)
+)
+def test_numpy_and_python_augment_give_identical_arrays(
+    images: np.ndarray, seed: int, epoch: int, first: int
+) -> None:
     samples = np.arange(first, first + len(images))
     decoded = decode(images)
     fast = augment_batch(decoded, "numpy", seed=seed, epoch=epoch, samples=samples)

@@ -35,13 +35,22 @@ def bench(out: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def ordered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bench(tmp_path_factory.mktemp("mpi") / "cp313.json", "--strategies", "serial,mpi", "-n", "2")
+    return bench(
+        tmp_path_factory.mktemp("mpi") / "cp313.json", "--strategies", "serial,mpi", "-n", "2"
+    )
 
 
 @pytest.fixture(scope="module")
 def allreduce(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bench(tmp_path_factory.mktemp("allreduce") / "cp313.json", "--strategies", "mpi",
-                 "--variants", "allreduce", "-n", "1")
+    return bench(
+        tmp_path_factory.mktemp("allreduce") / "cp313.json",
+        "--strategies",
+        "mpi",
+        "--variants",
+        "allreduce",
+        "-n",
+        "1",
+    )
 
 
 def run_meta(path: Path, name: str) -> list[dict[str, Any]]:
@@ -68,9 +77,15 @@ def test_an_mpi_cell_measures_two_ranks_and_gives_the_serial_digest(ordered: Pat
     serial_digest = run_meta(ordered, SERIAL)[0]["ft_digest"]
     for meta in run_meta(ordered, PLAIN):
         assert meta["ft_digest"] == serial_digest
-        assert (meta["ft_ranks"], meta["ft_threads_per_rank"], meta["ft_reduce"], meta["ft_bitwise"]) == (
-            2, 1, "ordered", True)
-        assert meta["ft_mpi_library"].startswith("MPICH") and meta["ft_gil_enabled"] == gil_enabled()
+        assert (
+            meta["ft_ranks"],
+            meta["ft_threads_per_rank"],
+            meta["ft_reduce"],
+            meta["ft_bitwise"],
+        ) == (2, 1, "ordered", True)
+        assert (
+            meta["ft_mpi_library"].startswith("MPICH") and meta["ft_gil_enabled"] == gil_enabled()
+        )
 
 
 @needs_mpi
@@ -86,17 +101,22 @@ def test_the_report_shows_the_mpi_row_beside_serial(ordered: Path, tmp_path: Pat
 
 
 @needs_mpi
-def test_an_allreduce_cell_is_recorded_and_reported_as_not_bitwise(allreduce: Path, tmp_path: Path) -> None:
+def test_an_allreduce_cell_is_recorded_and_reported_as_not_bitwise(
+    allreduce: Path, tmp_path: Path
+) -> None:
     for meta in run_meta(allreduce, ALLREDUCE):
         assert (meta["ft_ranks"], meta["ft_reduce"], meta["ft_bitwise"]) == (2, "allreduce", False)
     summary = summary_of(allreduce, tmp_path / "report")
     row = summary["workloads"]["data-parallel"][0]
     assert (row["name"], row["series"], row["bitwise"]) == (ALLREDUCE, "mpi/allreduce", False)
-    assert "mpi/allreduce/w2" in summary["headline"]["rows"]  # training from memory: headline material
+    assert (
+        "mpi/allreduce/w2" in summary["headline"]["rows"]
+    )  # training from memory: headline material
     assert "(not bitwise by design)" in (tmp_path / "report" / "REPORT.md").read_text()
 
 
 # ---- without mpi4py -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_mpi4py(tmp_path: Path) -> dict[str, str]:
@@ -109,20 +129,38 @@ def no_mpi4py(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "FT_HARNESS_CACHE": str(tmp_path / "cache")}
 
 
-def bench_without_mpi4py(env: dict[str, str], out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "harness", "bench", "--preset", "smoke", "--out", str(out), *SMALL,
-               "-n", "1", *args]
+def bench_without_mpi4py(
+    env: dict[str, str], out: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "bench",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        *SMALL,
+        "-n",
+        "1",
+        *args,
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_without_mpi4py_mpi_cells_are_skipped_with_the_reason(no_mpi4py: dict[str, str], tmp_path: Path) -> None:
+def test_without_mpi4py_mpi_cells_are_skipped_with_the_reason(
+    no_mpi4py: dict[str, str], tmp_path: Path
+) -> None:
     proc = bench_without_mpi4py(no_mpi4py, tmp_path / "out.json", "--strategies", "serial,mpi")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"skipped {PLAIN}: mpi4py is not installed; {INSTALL_HINT}" in proc.stdout.splitlines()
     assert pyperf.BenchmarkSuite.load(str(tmp_path / "out.json")).get_benchmark_names() == [SERIAL]
 
 
-def test_without_mpi4py_a_bench_of_mpi_cells_only_says_so(no_mpi4py: dict[str, str], tmp_path: Path) -> None:
+def test_without_mpi4py_a_bench_of_mpi_cells_only_says_so(
+    no_mpi4py: dict[str, str], tmp_path: Path
+) -> None:
     proc = bench_without_mpi4py(no_mpi4py, tmp_path / "out.json", "--strategies", "mpi")
     assert proc.returncode == 2 and not (tmp_path / "out.json").exists()
     assert proc.stdout.splitlines() == [f"skipped {PLAIN}: mpi4py is not installed; {INSTALL_HINT}"]

@@ -10,18 +10,51 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_KEYS = {"workload", "strategy", "workers", "interpreter", "blas", "steps", "samples", "wall_s",
-               "samples_per_s", "final_loss", "accuracy", "params_sha256"}
+RESULT_KEYS = {
+    "workload",
+    "strategy",
+    "workers",
+    "interpreter",
+    "blas",
+    "steps",
+    "samples",
+    "wall_s",
+    "samples_per_s",
+    "final_loss",
+    "accuracy",
+    "params_sha256",
+}
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_run_json_has_the_documented_fields() -> None:
-    proc = harness("run", "--workload", "data-parallel", "--strategy", "threads", "--workers", "2",
-                   "--model", "tiny", "--steps", "60", "--seed", "1", "--microbatches", "16", "--json")
+    proc = harness(
+        "run",
+        "--workload",
+        "data-parallel",
+        "--strategy",
+        "threads",
+        "--workers",
+        "2",
+        "--model",
+        "tiny",
+        "--steps",
+        "60",
+        "--seed",
+        "1",
+        "--microbatches",
+        "16",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert RESULT_KEYS <= result.keys()
@@ -38,16 +71,25 @@ def test_run_without_json_prints_a_summary() -> None:
     assert proc.returncode == 0 and "samples/s" in proc.stdout and "params" in proc.stdout
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--strategy", "gpu"], "unknown strategy 'gpu'; known: asyncio, blas, mpi, processes, serial, spmd, threads"),
-    (["--workload", "rl"], "unknown workload 'rl'; known:"),
-    (["--workers", "0"], "workers=0 must be an integer >= 1"),
-    (["--steps", "0"], "steps=0 must be an integer >= 1"),
-    (["--microbatches", "7"], "microbatches=7 must divide batch=1024"),
-    (["--model", "huge"], "model='huge' is not a model any plug-in accepts"),
-    (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
-    (["--strategy", "processes", "--start-method", "vfork"], "start_method='vfork' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ["--strategy", "gpu"],
+            "unknown strategy 'gpu'; known: asyncio, blas, mpi, processes, serial, spmd, threads",
+        ),
+        (["--workload", "rl"], "unknown workload 'rl'; known:"),
+        (["--workers", "0"], "workers=0 must be an integer >= 1"),
+        (["--steps", "0"], "steps=0 must be an integer >= 1"),
+        (["--microbatches", "7"], "microbatches=7 must divide batch=1024"),
+        (["--model", "huge"], "model='huge' is not a model any plug-in accepts"),
+        (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
+        (
+            ["--strategy", "processes", "--start-method", "vfork"],
+            "start_method='vfork' is not one of",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
     proc = harness("run", *args)
     assert proc.returncode == 2

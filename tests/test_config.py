@@ -17,32 +17,45 @@ def test_defaults_are_valid() -> None:
     assert config.widths == MODEL_PRESETS["tiny"]
 
 
-@pytest.mark.parametrize(("kwargs", "fragment"), [
-    ({"workers": 0}, "workers=0 must be an integer >= 1"),
-    ({"steps": 0}, "steps=0 must be an integer >= 1"),
-    ({"batch": 100, "microbatches": 7}, "microbatches=7 must divide batch=100"),
-    ({"seed": -1}, "seed=-1 must be an integer >= 0"),
-    ({"lr": float("inf")}, "lr=inf must be a finite number"),
-    ({"lr": float("nan")}, "lr=nan must be a finite number"),
-    ({"lr": 0.0}, "lr=0.0 must be > 0"),
-    ({"momentum": 1.0}, "momentum=1.0 must be in [0, 1)"),
-    ({"strategy": "processes", "start_method": "vfork"},
-     "start_method='vfork' is not one of: fork, forkserver, spawn"),
-    ({"workload": "async-sgd", "policy": "optimistic"},
-     "policy='optimistic' is not one of: lock, striped, hogwild"),
-    ({"model": "huge"}, "model='huge' is not a model any plug-in accepts; known: tiny, small"),
-    ({"model": "64-0-10"}, "model='64-0-10' is not a model any plug-in accepts"),
-    ({"workload": "nope"}, "unknown workload 'nope'; known: data-parallel, async-sgd, loader"),
-    ({"strategy": "nope"}, "unknown strategy 'nope'; known: "),
-    # an option of another plug-in, set away from its default, is refused (left alone, ignored)
-    ({"stripes": 3}, "stripes=3 applies to workload 'async-sgd' only"),
-    ({"start_method": "spawn"}, "start_method='spawn' applies to strategy 'processes' or strategy 'spmd' only"),
-    ({"threads_per_rank": 2}, "threads_per_rank=2 applies to strategy 'mpi' only"),
-    ({"no_such_option": 1}, "no_such_option=1 is not an option of any plug-in; known: "),
-    ({"train_samples": 8, "batch": 16, "microbatches": 2}, "train_samples=8 must be >= batch=16"),
-    ({"workload": "async-sgd", "stripes": 0}, "stripes=0 must be an integer >= 1"),
-    ({"workload": "async-sgd", "stripes": 10**9}, "stripes=1000000000 is more than the 2410"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"workers": 0}, "workers=0 must be an integer >= 1"),
+        ({"steps": 0}, "steps=0 must be an integer >= 1"),
+        ({"batch": 100, "microbatches": 7}, "microbatches=7 must divide batch=100"),
+        ({"seed": -1}, "seed=-1 must be an integer >= 0"),
+        ({"lr": float("inf")}, "lr=inf must be a finite number"),
+        ({"lr": float("nan")}, "lr=nan must be a finite number"),
+        ({"lr": 0.0}, "lr=0.0 must be > 0"),
+        ({"momentum": 1.0}, "momentum=1.0 must be in [0, 1)"),
+        (
+            {"strategy": "processes", "start_method": "vfork"},
+            "start_method='vfork' is not one of: fork, forkserver, spawn",
+        ),
+        (
+            {"workload": "async-sgd", "policy": "optimistic"},
+            "policy='optimistic' is not one of: lock, striped, hogwild",
+        ),
+        ({"model": "huge"}, "model='huge' is not a model any plug-in accepts; known: tiny, small"),
+        ({"model": "64-0-10"}, "model='64-0-10' is not a model any plug-in accepts"),
+        ({"workload": "nope"}, "unknown workload 'nope'; known: data-parallel, async-sgd, loader"),
+        ({"strategy": "nope"}, "unknown strategy 'nope'; known: "),
+        # an option of another plug-in, set away from its default, is refused (left alone, ignored)
+        ({"stripes": 3}, "stripes=3 applies to workload 'async-sgd' only"),
+        (
+            {"start_method": "spawn"},
+            "start_method='spawn' applies to strategy 'processes' or strategy 'spmd' only",
+        ),
+        ({"threads_per_rank": 2}, "threads_per_rank=2 applies to strategy 'mpi' only"),
+        ({"no_such_option": 1}, "no_such_option=1 is not an option of any plug-in; known: "),
+        (
+            {"train_samples": 8, "batch": 16, "microbatches": 2},
+            "train_samples=8 must be >= batch=16",
+        ),
+        ({"workload": "async-sgd", "stripes": 0}, "stripes=0 must be an integer >= 1"),
+        ({"workload": "async-sgd", "stripes": 10**9}, "stripes=1000000000 is more than the 2410"),
+    ],
+)
 def test_bad_values_are_named(kwargs: dict, fragment: str) -> None:
     with pytest.raises(HarnessError) as info:
         RunConfig(**kwargs)
@@ -84,8 +97,11 @@ def test_config_is_frozen() -> None:
 
 def test_a_huge_batch_is_refused_at_once() -> None:
     """The "must divide" message is built in O(1): a divisor search over 10**12 never ends."""
-    with pytest.raises(HarnessError, match=r"microbatches=16 must divide batch=1000000000001: "
-                                           r"e\.g\. --batch 1000000000000 or 1000000000016"):
+    with pytest.raises(
+        HarnessError,
+        match=r"microbatches=16 must divide batch=1000000000001: "
+        r"e\.g\. --batch 1000000000000 or 1000000000016",
+    ):
         RunConfig(batch=10**12 + 1, train_samples=10**13)
 
 

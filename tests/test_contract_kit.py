@@ -38,8 +38,10 @@ IN_PROCESS = [name for name in REGISTRY if name != "mpi"]  # mpi runs only under
 @pytest.mark.parametrize("name", IN_PROCESS)
 def test_every_built_in_strategy_keeps_the_contract(name: str, check: Callable[..., None]) -> None:
     if REGISTRY[name].spmd and check is testing.check_exception_propagates:
-        pytest.skip("a task that raises on one worker of an SPMD job ends the whole job with one "
-                    "line naming the worker (tests/test_spmd.py), not with the task's exception")
+        pytest.skip(
+            "a task that raises on one worker of an SPMD job ends the whole job with one "
+            "line naming the worker (tests/test_spmd.py), not with the task's exception"
+        )
     check(REGISTRY[name], 3)
 
 

@@ -36,6 +36,7 @@ LOCKING = ["threads", "asyncio", "processes"]
 
 # ---- map waits for every task it started ---------------------------------------------------------
 
+
 def flagged(task: tuple[str, int], *, fail: int | None, slow: int) -> int:
     """Marks the task started, fails or sleeps as told, then marks it finished. The marks are
     files, so they outlive the strategy (its shared memory goes with close())."""
@@ -51,14 +52,17 @@ def flagged(task: tuple[str, int], *, fail: int | None, slow: int) -> int:
 
 def marks(folder: Path) -> tuple[set[int], set[int]]:
     names = [p.name.split("-") for p in folder.iterdir()]
-    return ({int(i) for kind, i in names if kind == "started"},
-            {int(i) for kind, i in names if kind == "finished"})
+    return (
+        {int(i) for kind, i in names if kind == "started"},
+        {int(i) for kind, i in names if kind == "finished"},
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("fail", [0, None])
-def test_map_never_returns_or_raises_while_a_task_runs(name: str, fail: int | None,
-                                                       tmp_path: Path) -> None:
+def test_map_never_returns_or_raises_while_a_task_runs(
+    name: str, fail: int | None, tmp_path: Path
+) -> None:
     """Task 0 (the caller's own slice under threads) fails or not; the last task, in another
     slice, is slow. When map is done, whether by result or by error, every task that started
     has finished, and none starts later: nothing is left writing the caller's buffers."""
@@ -76,6 +80,7 @@ def test_map_never_returns_or_raises_while_a_task_runs(name: str, fail: int | No
 
 
 # ---- the pipeline: errors first, oldest ready first ----------------------------------------------
+
 
 class HeldFirst:
     """Batch 0 waits until released (a timer: the pipeline waits for running tasks before it
@@ -130,8 +135,9 @@ def test_unordered_delivers_the_oldest_ready_batch_first_on_serial() -> None:
 def test_unordered_delivers_the_oldest_ready_batch_first_on_threads() -> None:
     held = HeldFirst()
     with RecordingThreads(6) as strategy:
-        batches = stream(strategy, lambda x: held(x) if x == 0 else x, range(6), bound=6,
-                         ordered=False)
+        batches = stream(
+            strategy, lambda x: held(x) if x == 0 else x, range(6), bound=6, ordered=False
+        )
         delivered = [next(batches)]
         wait(strategy.futures[1:])  # every batch but 0 is ready now
         delivered += [next(batches) for _ in range(4)]
@@ -141,6 +147,7 @@ def test_unordered_delivers_the_oldest_ready_batch_first_on_threads() -> None:
 
 
 # ---- striped reads -------------------------------------------------------------------------------
+
 
 def slow_add(dst: np.ndarray, src: np.ndarray) -> None:
     """dst += src one element at a time, sleeping between elements: a writer switched out in
@@ -181,13 +188,15 @@ def test_striped_readers_never_see_a_torn_stripe() -> None:
     with create("threads", 3) as strategy:
         store = SlowStore.build(np.zeros(24), stripes, [strategy.lock() for _ in stripes])
         gate = threading.Barrier(3, timeout=30)
-        torn = strategy.map(partial(torn_reads, store=store, gate=gate, updates=15),
-                            ["read", "write", "write"])
+        torn = strategy.map(
+            partial(torn_reads, store=store, gate=gate, updates=15), ["read", "write", "write"]
+        )
     assert torn[0] == 0
     np.testing.assert_array_equal(store.params, np.full(24, 30.0))  # and no write was lost
 
 
 # ---- the async-sgd probe, end to end -------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class RacyStore(ParamStore):
@@ -216,15 +225,27 @@ class RacyThreads(Threads):
 
     def param_store(self, initial: np.ndarray, stripes: list[slice], locks: int) -> RacyStore:
         plain = ParamStore.build(initial.copy(), stripes, [])
-        self.store = RacyStore(plain.params, plain.stripes, plain.guards,
-                               threading.Barrier(self.workers, timeout=20), [])
+        self.store = RacyStore(
+            plain.params,
+            plain.stripes,
+            plain.guards,
+            threading.Barrier(self.workers, timeout=20),
+            [],
+        )
         return self.store
 
 
 @pytest.mark.timeout(60)
 def test_probe_reports_the_updates_a_racy_store_lost() -> None:
-    config = RunConfig(workload="async-sgd", strategy="threads", workers=2, updates=25, probe=True,
-                       policy="hogwild", seed=3)
+    config = RunConfig(
+        workload="async-sgd",
+        strategy="threads",
+        workers=2,
+        updates=25,
+        probe=True,
+        policy="hogwild",
+        seed=3,
+    )
     with RacyThreads(2) as strategy:
         result = run_async_sgd(config, strategy)
         store = strategy.store
@@ -237,6 +258,7 @@ def test_probe_reports_the_updates_a_racy_store_lost() -> None:
 
 
 # ---- locked policies: a forced switch inside every critical section ------------------------------
+
 
 def racy_iadd(dst: np.ndarray, src: np.ndarray) -> None:
     """Read, sleep, write: any second writer let into the critical section loses an update."""
@@ -278,7 +300,8 @@ def locked_probe(strategies: dict[str, Strategy], name: str, policy: str, seed: 
 @pytest.mark.parametrize("policy", ["lock", "striped"])
 @pytest.mark.parametrize("name", LOCKING)
 def test_locked_policies_lose_nothing_with_a_switch_inside_the_lock(
-        locking: dict[str, Strategy], name: str, policy: str) -> None:
+    locking: dict[str, Strategy], name: str, policy: str
+) -> None:
     locked_probe(locking, name, policy, seed=0)
 
 
@@ -286,6 +309,7 @@ def test_locked_policies_lose_nothing_with_a_switch_inside_the_lock(
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("seed", range(1, 6))
 @pytest.mark.parametrize("name", LOCKING)
-def test_locked_policies_lose_nothing_repeated(locking: dict[str, Strategy], name: str,
-                                               seed: int) -> None:
+def test_locked_policies_lose_nothing_repeated(
+    locking: dict[str, Strategy], name: str, seed: int
+) -> None:
     locked_probe(locking, name, "striped", seed)

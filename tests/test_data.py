@@ -77,17 +77,22 @@ def test_mnist_style_pair(tmp_path: Path) -> None:
 
 # ---- damaged IDX files (issue 12, item 6): one line, before any large allocation ----------------
 
+
 def idx_bytes(code: int, dims: tuple[int, ...], payload: bytes = b"") -> bytes:
     return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + payload
 
 
-@pytest.mark.parametrize("dims, message", [
-    ((2**31, 2**31, 2**31), "too large for this machine"),  # np.prod overflowed int64 here
-    ((0, 28, 28), r"shape \(0, 28, 28\) holds no samples"),
-    ((), r"shape \(\) holds no samples"),
-])
-def test_hostile_idx_headers_are_refused(tmp_path: Path, dims: tuple[int, ...],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "dims, message",
+    [
+        ((2**31, 2**31, 2**31), "too large for this machine"),  # np.prod overflowed int64 here
+        ((0, 28, 28), r"shape \(0, 28, 28\) holds no samples"),
+        ((), r"shape \(\) holds no samples"),
+    ],
+)
+def test_hostile_idx_headers_are_refused(
+    tmp_path: Path, dims: tuple[int, ...], message: str
+) -> None:
     path = tmp_path / "h.idx"
     path.write_bytes(idx_bytes(0x08, dims, b"\0" * 16))
     with pytest.raises(HarnessError, match=message) as info:
@@ -98,7 +103,7 @@ def test_hostile_idx_headers_are_refused(tmp_path: Path, dims: tuple[int, ...],
 def test_a_truncated_gzip_is_one_error(tmp_path: Path) -> None:
     write_idx(tmp_path / "x.idx", np.zeros((50, 4, 4), dtype=np.uint8))
     packed = gzip.compress((tmp_path / "x.idx").read_bytes())
-    (tmp_path / "x.idx.gz").write_bytes(packed[:len(packed) // 2])  # EOFError before
+    (tmp_path / "x.idx.gz").write_bytes(packed[: len(packed) // 2])  # EOFError before
     with pytest.raises(HarnessError, match=r"cannot read IDX file .*x\.idx\.gz"):
         read_idx(tmp_path / "x.idx.gz")
     (tmp_path / "y.idx.gz").write_bytes(b"\x1f\x8b" + b"junk" * 10)  # a broken gzip header
@@ -108,5 +113,7 @@ def test_a_truncated_gzip_is_one_error(tmp_path: Path) -> None:
 
 def test_a_file_longer_than_its_header_says_is_refused(tmp_path: Path) -> None:
     (tmp_path / "long.idx").write_bytes(idx_bytes(0x08, (2, 2), b"\0" * 5))
-    with pytest.raises(HarnessError, match=r"long\.idx: more than 16 bytes but shape \(2, 2\) needs"):
+    with pytest.raises(
+        HarnessError, match=r"long\.idx: more than 16 bytes but shape \(2, 2\) needs"
+    ):
         read_idx(tmp_path / "long.idx")

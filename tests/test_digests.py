@@ -26,12 +26,28 @@ from strategies.base import blas_summary
 FIXTURE = Path(__file__).parent / "fixtures" / "digests.json"
 DATA_SEED = 3
 
-DP = {"workload": "data-parallel", "model": "tiny", "steps": 12, "train_samples": 4096,
-      "test_samples": 256}
-ASYNC = {"workload": "async-sgd", "model": "tiny", "updates": 40, "batch": 64,
-         "train_samples": 2048, "test_samples": 256}
-FROM_DISK = {"workload": "data-parallel", "model": "64-16-10", "steps": 6, "batch": 256,
-             "test_samples": 256}
+DP = {
+    "workload": "data-parallel",
+    "model": "tiny",
+    "steps": 12,
+    "train_samples": 4096,
+    "test_samples": 256,
+}
+ASYNC = {
+    "workload": "async-sgd",
+    "model": "tiny",
+    "updates": 40,
+    "batch": 64,
+    "train_samples": 2048,
+    "test_samples": 256,
+}
+FROM_DISK = {
+    "workload": "data-parallel",
+    "model": "64-16-10",
+    "steps": 6,
+    "batch": 256,
+    "test_samples": 256,
+}
 LOADER = {"workload": "loader", "batch": 128, "epochs": 1}
 
 # name -> (settings, which result field is the digest, whether it needs the on-disk set)
@@ -41,23 +57,48 @@ CASES: dict[str, tuple[dict[str, Any], str, bool]] = {
     "dp-threads-w2": ({**DP, "strategy": "threads", "workers": 2}, "params_sha256", False),
     "dp-processes-w2": ({**DP, "strategy": "processes", "workers": 2}, "params_sha256", False),
     "dp-asyncio-w2": ({**DP, "strategy": "asyncio", "workers": 2}, "params_sha256", False),
-    "dp-small-threads-w2": ({**DP, "model": "small", "steps": 4, "strategy": "threads",
-                             "workers": 2, "microbatches": 8}, "params_sha256", False),
-    "dp-3layers-serial": ({**DP, "model": "64-48-24-10", "steps": 6, "strategy": "serial"},
-                          "params_sha256", False),
+    "dp-small-threads-w2": (
+        {
+            **DP,
+            "model": "small",
+            "steps": 4,
+            "strategy": "threads",
+            "workers": 2,
+            "microbatches": 8,
+        },
+        "params_sha256",
+        False,
+    ),
+    "dp-3layers-serial": (
+        {**DP, "model": "64-48-24-10", "steps": 6, "strategy": "serial"},
+        "params_sha256",
+        False,
+    ),
     "dp-disk-serial": ({**FROM_DISK, "strategy": "serial"}, "params_sha256", True),
-    "dp-disk-threads-w2": ({**FROM_DISK, "strategy": "threads", "workers": 2}, "params_sha256",
-                           True),
+    "dp-disk-threads-w2": (
+        {**FROM_DISK, "strategy": "threads", "workers": 2},
+        "params_sha256",
+        True,
+    ),
     "async-serial": ({**ASYNC, "strategy": "serial"}, "params_sha256", False),
     "async-threads-w1-lock": ({**ASYNC, "strategy": "threads"}, "params_sha256", False),
-    "async-threads-w1-striped": ({**ASYNC, "strategy": "threads", "policy": "striped"},
-                                 "params_sha256", False),
-    "async-processes-w1-hogwild": ({**ASYNC, "strategy": "processes", "policy": "hogwild"},
-                                   "params_sha256", False),
+    "async-threads-w1-striped": (
+        {**ASYNC, "strategy": "threads", "policy": "striped"},
+        "params_sha256",
+        False,
+    ),
+    "async-processes-w1-hogwild": (
+        {**ASYNC, "strategy": "processes", "policy": "hogwild"},
+        "params_sha256",
+        False,
+    ),
     "loader-serial": ({**LOADER, "strategy": "serial"}, "batches_sha256", True),
     "loader-threads-w2": ({**LOADER, "strategy": "threads", "workers": 2}, "batches_sha256", True),
-    "loader-processes-w2": ({**LOADER, "strategy": "processes", "workers": 2}, "batches_sha256",
-                            True),
+    "loader-processes-w2": (
+        {**LOADER, "strategy": "processes", "workers": 2},
+        "batches_sha256",
+        True,
+    ),
 }
 
 
@@ -66,16 +107,33 @@ def build_key() -> str:
     impl = sys.implementation.name + "".join(map(str, sys.version_info[:2]))
     flavour = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
     blas = blas_summary()
-    return (f"{impl}{flavour}-numpy{np.__version__}-{blas['library']}{blas['version']}"
-            f"-{blas['architecture']}")
+    return (
+        f"{impl}{flavour}-numpy{np.__version__}-{blas['library']}{blas['version']}"
+        f"-{blas['architecture']}"
+    )
 
 
 def make_data(folder: Path) -> str:
     """A small on-disk set (8x8 images, 10 classes) through the real `data make` command."""
     from harness.__main__ import main
+
     target = folder / "set"
-    rc = main(["data", "make", "--dir", str(target), "--samples", "1536", "--shape", "8x8",
-               "--seed", str(DATA_SEED), "--shard-size", "256"])
+    rc = main(
+        [
+            "data",
+            "make",
+            "--dir",
+            str(target),
+            "--samples",
+            "1536",
+            "--shape",
+            "8x8",
+            "--seed",
+            str(DATA_SEED),
+            "--shard-size",
+            "256",
+        ]
+    )
     assert rc == 0
     return str(target)
 

@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, check=False,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -35,15 +41,25 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 # ---- item 2: validation in O(1) of the sizes ---------------------------------------------------
 
+
 def test_a_huge_batch_is_validated_at_once() -> None:
     """The old message listed every divisor of batch, built eagerly on every config (valid ones
     too): batch=10**15 looped 10**15 times. The timeout is a hang detector, not a speed test."""
-    code = ("from harness.config import RunConfig\n"
-            "RunConfig(batch=10**15, microbatches=16, train_samples=10**15)\n"
-            "try:\n    RunConfig(batch=10**15 + 1, microbatches=16, train_samples=10**16)\n"
-            "except Exception as exc:\n    print(exc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True,
-                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
+    code = (
+        "from harness.config import RunConfig\n"
+        "RunConfig(batch=10**15, microbatches=16, train_samples=10**15)\n"
+        "try:\n    RunConfig(batch=10**15 + 1, microbatches=16, train_samples=10**16)\n"
+        "except Exception as exc:\n    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "microbatches=16 must divide batch=1000000000000001" in proc.stdout
 
@@ -64,14 +80,18 @@ def test_the_suggested_values_are_valid(batch: int, microbatches: int) -> None:
 
 # ---- item 9: non-finite numbers ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--lr", "inf"], "lr=inf must be a finite number"),
-    (["--lr", "-inf"], "lr=-inf must be a finite number"),  # was "expected one argument"
-    (["--lr", "nan"], "lr=nan must be a finite number"),
-    (["--lr", "-1e-3"], "lr=-0.001 must be > 0"),
-    (["--momentum", "-inf"], "momentum=-inf must be a finite number"),
-    (["--momentum", "nan"], "momentum=nan must be a finite number"),
-])
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--lr", "inf"], "lr=inf must be a finite number"),
+        (["--lr", "-inf"], "lr=-inf must be a finite number"),  # was "expected one argument"
+        (["--lr", "nan"], "lr=nan must be a finite number"),
+        (["--lr", "-1e-3"], "lr=-0.001 must be > 0"),
+        (["--momentum", "-inf"], "momentum=-inf must be a finite number"),
+        (["--momentum", "nan"], "momentum=nan must be a finite number"),
+    ],
+)
 def test_non_finite_numbers_are_refused(args: list[str], fragment: str) -> None:
     assert fragment in one_line_error(harness("run", *args))
 
@@ -79,6 +99,7 @@ def test_non_finite_numbers_are_refused(args: list[str], fragment: str) -> None:
 def strict_json(text: str) -> object:
     def refuse(constant: str) -> object:
         raise ValueError(f"{constant} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -93,14 +114,30 @@ def test_a_diverging_run_prints_strict_json_with_nulls_and_reasons() -> None:
 
 # ---- item 4: memory and workers, before any allocation -----------------------------------------
 
-@pytest.mark.parametrize(("args", "part"), [
-    (["--train-samples", "1000000000"], "data"),
-    (["--test-samples", "10000000000"], "activations"),
-    (["--model", "100000-100000-10"], "parameters"),
-    (["--workload", "loader", "--data", "idx:/nonexistent", "--batch", "10000000",
-      "--train-samples", "10000000",
-      "--prefetch", "1000"], "prefetch"),
-])
+
+@pytest.mark.parametrize(
+    ("args", "part"),
+    [
+        (["--train-samples", "1000000000"], "data"),
+        (["--test-samples", "10000000000"], "activations"),
+        (["--model", "100000-100000-10"], "parameters"),
+        (
+            [
+                "--workload",
+                "loader",
+                "--data",
+                "idx:/nonexistent",
+                "--batch",
+                "10000000",
+                "--train-samples",
+                "10000000",
+                "--prefetch",
+                "1000",
+            ],
+            "prefetch",
+        ),
+    ],
+)
 def test_runs_that_cannot_fit_are_refused_with_the_figure(args: list[str], part: str) -> None:
     line = one_line_error(harness("run", *args))
     figure = r"needs about [\d.]+ GiB of memory \(.*" + part + r" [\d.]+ [GMK]iB"
@@ -122,19 +159,36 @@ def test_workers_have_an_upper_bound_unless_forced() -> None:
     line = one_line_error(harness("run", "--workers", str(bound + 1)))
     assert f"workers={bound + 1} is more than {WORKERS_PER_CPU} per usable CPU" in line
     assert "--force" in line
-    forced = harness("run", "--workers", str(bound + 1), "--force", "--strategy", "threads",
-                     "--steps", "1", "--batch", "64", "--microbatches", "16")
+    forced = harness(
+        "run",
+        "--workers",
+        str(bound + 1),
+        "--force",
+        "--strategy",
+        "threads",
+        "--steps",
+        "1",
+        "--batch",
+        "64",
+        "--microbatches",
+        "16",
+    )
     assert forced.returncode == 0, forced.stderr
 
 
-@pytest.mark.parametrize(("args", "resource"), [
-    (["--shape", "100000x100000", "--samples", "10"], "memory"),  # an _ArrayMemoryError before
-    (["--samples", str(10**13)], "disk"),  # would have written until the disk was full
-])
-def test_data_make_that_cannot_fit_is_refused_first(tmp_path: Path, args: list[str],
-                                                   resource: str) -> None:
-    line = one_line_error(harness("data", "make", "--dir", str(tmp_path / "set"), "--seed", "1",
-                                  *args))
+@pytest.mark.parametrize(
+    ("args", "resource"),
+    [
+        (["--shape", "100000x100000", "--samples", "10"], "memory"),  # an _ArrayMemoryError before
+        (["--samples", str(10**13)], "disk"),  # would have written until the disk was full
+    ],
+)
+def test_data_make_that_cannot_fit_is_refused_first(
+    tmp_path: Path, args: list[str], resource: str
+) -> None:
+    line = one_line_error(
+        harness("data", "make", "--dir", str(tmp_path / "set"), "--seed", "1", *args)
+    )
     assert re.search(rf"needs about [\d.]+ GiB of {resource}", line), line
     assert list(tmp_path.iterdir()) == []
 
@@ -144,6 +198,7 @@ def test_an_mpi_job_is_checked_once_by_its_launcher_for_all_ranks() -> None:
     one = run_estimate(RunConfig(strategy="mpi", workers=1, train_samples=10**6))["data"]
     two = run_estimate(RunConfig(strategy="mpi", workers=2, train_samples=10**6))["data"]
     assert two == 2 * one
-    line = one_line_error(harness("run", "--strategy", "mpi", "--workers", "2",
-                                  "--train-samples", "1000000000"))
+    line = one_line_error(
+        harness("run", "--strategy", "mpi", "--workers", "2", "--train-samples", "1000000000")
+    )
     assert re.search(r"needs about [\d.]+ GiB of memory \(data [\d.]+ GiB", line), line

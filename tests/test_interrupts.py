@@ -17,8 +17,18 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LONG_RUN = [sys.executable, "-m", "harness", "run", "--strategy", "processes", "--workers", "2",
-            "--steps", "10000000"]
+LONG_RUN = [
+    sys.executable,
+    "-m",
+    "harness",
+    "run",
+    "--strategy",
+    "processes",
+    "--workers",
+    "2",
+    "--steps",
+    "10000000",
+]
 
 
 def segments_of(pid: int) -> list[Path]:
@@ -36,9 +46,13 @@ def wait_until(condition, timeout: float) -> bool:
 
 def started_run() -> tuple[subprocess.Popen, list[psutil.Process]]:
     """A long processes run, returned once its segments exist and its workers are up."""
-    proc = subprocess.Popen(LONG_RUN, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        LONG_RUN, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     parent = psutil.Process(proc.pid)
-    assert wait_until(lambda: len(segments_of(proc.pid)) >= 3 and len(parent.children(recursive=True)) >= 3, 60)
+    assert wait_until(
+        lambda: len(segments_of(proc.pid)) >= 3 and len(parent.children(recursive=True)) >= 3, 60
+    )
     return proc, parent.children(recursive=True)
 
 
@@ -50,8 +64,9 @@ def test_signal_leaves_nothing_behind(sig: signal.Signals) -> None:
     code = proc.wait(timeout=30)
     if sig != signal.SIGKILL:
         assert code == 130 and proc.stderr.read().strip().endswith("error: interrupted")
-    assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                      for c in children), 15), "worker processes outlived the run"
+    assert wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 15
+    ), "worker processes outlived the run"
     assert wait_until(lambda: not segments_of(proc.pid), 15), "shared memory outlived the run"
 
 
@@ -62,18 +77,35 @@ GROUP_RUNS = {
     "serial": ["--strategy", "serial"],
     "threads": ["--strategy", "threads"],
     "asyncio": ["--strategy", "asyncio"],
-    **{f"processes-{m}": ["--strategy", "processes", "--start-method", m]
-       for m in ("forkserver", "fork", "spawn")},
+    **{
+        f"processes-{m}": ["--strategy", "processes", "--start-method", m]
+        for m in ("forkserver", "fork", "spawn")
+    },
 }
 
 
 def group_run(options: list[str]) -> subprocess.Popen:
     """A long run in a process group of its own, as a shell starts a job: killpg reaches it,
     its workers, the fork server and the resource tracker, as Ctrl-C in a terminal does."""
-    command = [sys.executable, "-m", "harness", "run", "--workers", "2", "--steps", "10000000",
-               *options]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--workers",
+        "2",
+        "--steps",
+        "10000000",
+        *options,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -115,8 +147,9 @@ def interrupted_cleanly(proc: subprocess.Popen, limit: float) -> tuple[bool, str
         return False, f"still running {limit} s after SIGINT: {proc.communicate()[1][-2000:]}"
     if proc.returncode != 130 or err.strip() != "error: interrupted":
         return False, f"exit {proc.returncode}, stderr:\n{err[-3000:]}"
-    if not wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                      for c in children), 15):
+    if not wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 15
+    ):
         return False, "worker processes outlived the run"
     if not wait_until(lambda: not segments_of(proc.pid), 15):
         return False, f"shared memory outlived the run: {segments_of(proc.pid)}"
@@ -163,12 +196,19 @@ def test_group_sigint_stress_never_hangs_a_processes_run(method: str) -> None:
 
 # ---- a worker that dies ------------------------------------------------------------------------
 
+
 def worker_processes(pid: int) -> list[psutil.Process]:
     """The pool's workers: the run's descendants but its resource tracker and fork server."""
-    helpers = {c.pid for c in psutil.Process(pid).children()
-               if any("resource_tracker" in a or "forkserver" in a for a in c.cmdline())}
-    return [c for c in descendants(pid) if c.pid not in helpers
-            and not any("resource_tracker" in a for a in c.cmdline())]
+    helpers = {
+        c.pid
+        for c in psutil.Process(pid).children()
+        if any("resource_tracker" in a or "forkserver" in a for a in c.cmdline())
+    }
+    return [
+        c
+        for c in descendants(pid)
+        if c.pid not in helpers and not any("resource_tracker" in a for a in c.cmdline())
+    ]
 
 
 def workers_busy(pid: int) -> bool:
@@ -197,13 +237,43 @@ def test_killed_worker_is_one_line_naming_it(workload: str, tmp_path: Path) -> N
     result pipe (seen on 3.13 in 1 of 4 tries)."""
     options, always_busy = DYING_RUNS[workload]
     if workload == "loader":
-        subprocess.run([sys.executable, "-m", "harness", "data", "make", "--dir", str(tmp_path),
-                        "--samples", "2048", "--seed", "1"], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "data",
+                "make",
+                "--dir",
+                str(tmp_path),
+                "--samples",
+                "2048",
+                "--seed",
+                "1",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         options = [*options, "--data", str(tmp_path)]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--strategy", "processes",
-                             "--workers", "2", *options], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--strategy",
+            "processes",
+            "--workers",
+            "2",
+            *options,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert wait_until(functools.partial(workers_busy, proc.pid), 60), "workers never got going"
     children = descendants(proc.pid)
     victim = worker_processes(proc.pid)[0].pid
@@ -211,14 +281,17 @@ def test_killed_worker_is_one_line_naming_it(workload: str, tmp_path: Path) -> N
     _, err = proc.communicate(timeout=60)
     when = r"while running \S.*" if always_busy else r"(while running \S.*|between tasks)"
     assert proc.returncode == 1
-    assert re.fullmatch(rf"error: worker process {victim} died \(signal 9, SIGKILL\) {when}",
-                        err.strip()), err
-    assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                      for c in children), 15), "processes outlived the run"
+    assert re.fullmatch(
+        rf"error: worker process {victim} died \(signal 9, SIGKILL\) {when}", err.strip()
+    ), err
+    assert wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 15
+    ), "processes outlived the run"
     assert wait_until(lambda: not segments_of(proc.pid), 15), "shared memory outlived the run"
 
 
 # ---- bench: pyperf's manager and workers in one group ------------------------------------------
+
 
 @pytest.mark.timeout(300)
 def test_group_sigint_ends_bench_with_one_line_and_status_130(tmp_path: Path) -> None:
@@ -226,12 +299,29 @@ def test_group_sigint_ends_bench_with_one_line_and_status_130(tmp_path: Path) ->
     start-up traceback) and the bench exited 1. Three tries at different moments of the matrix:
     a worker starting, a worker measuring, the manager between workers."""
     out = tmp_path / "suite.json"
-    command = [sys.executable, "-m", "harness", "bench", "--preset", "smoke", "--strategies",
-               "threads,processes", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "bench",
+        "--preset",
+        "smoke",
+        "--strategies",
+        "threads,processes",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "FT_HARNESS_CACHE": str(tmp_path / "cache"), "OPENBLAS_NUM_THREADS": "1"}
     for delay in (1.5, random.uniform(2.5, 5.0), random.uniform(5.0, 8.0)):
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         seen: set[int] = set()
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline:  # every process of the bench, for the leak check

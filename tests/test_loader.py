@@ -13,18 +13,24 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 
 from harness import HarnessError
 from harness.config import RunConfig
-from harness.data.synthetic import write_idx
-from harness.data.pipeline import (IDX_NAMES, LoadBatch, PipelineStats, batches_digest, epoch_tasks,
-                            open_source, stream)
-from harness.runner import execute
+from harness.data.pipeline import (
+    IDX_NAMES,
+    LoadBatch,
+    PipelineStats,
+    batches_digest,
+    epoch_tasks,
+    open_source,
+    stream,
+)
 from harness.data.shards import make_shards
+from harness.data.synthetic import write_idx
+from harness.runner import execute
 from strategies import create
 from strategies.base import Strategy
 
@@ -89,7 +95,12 @@ def test_unordered_delivers_the_first_ready_first() -> None:
     with create("threads", 2) as strategy:
         held = HeldZero()
         threading.Timer(0.2, held.release.set).start()  # 0 finishes after the others...
-        assert list(stream(strategy, held, range(4), bound=4, ordered=True)) == [0, 1, 2, 3]  # ...yet first
+        assert list(stream(strategy, held, range(4), bound=4, ordered=True)) == [
+            0,
+            1,
+            2,
+            3,
+        ]  # ...yet first
         unordered, held = [], HeldZero()
         for result in stream(strategy, held, range(4), bound=4, ordered=False):
             unordered.append(result)
@@ -116,7 +127,9 @@ def test_early_exit_cancels_and_waits(name: str) -> None:
     with create(name, 2) as strategy:
         with closing(stream(strategy, counted, range(1000), bound=4)) as results:
             assert next(results) == 0
-        assert counted.started == counted.finished <= 5  # nothing still running, nothing more started
+        assert (
+            counted.started == counted.finished <= 5
+        )  # nothing still running, nothing more started
 
 
 @pytest.mark.timeout(60)
@@ -154,9 +167,17 @@ def test_bound_must_be_positive() -> None:
 def test_epoch_tasks_cover_each_sample_once_per_epoch() -> None:
     tasks = list(epoch_tasks(10, 4, seed=1, epochs=2))
     assert [(t.epoch, t.index, len(t.samples)) for t in tasks] == [
-        (0, 0, 4), (0, 1, 4), (0, 2, 2), (1, 0, 4), (1, 1, 4), (1, 2, 2)]
+        (0, 0, 4),
+        (0, 1, 4),
+        (0, 2, 2),
+        (1, 0, 4),
+        (1, 1, 4),
+        (1, 2, 2),
+    ]
     for epoch in (0, 1):
-        assert sorted(np.concatenate([t.samples for t in tasks if t.epoch == epoch])) == list(range(10))
+        assert sorted(np.concatenate([t.samples for t in tasks if t.epoch == epoch])) == list(
+            range(10)
+        )
     assert not np.array_equal(tasks[0].samples, tasks[3].samples)  # reshuffled per epoch
     assert [len(t.samples) for t in epoch_tasks(10, 4, seed=1, epochs=1, drop_last=True)] == [4, 4]
 
@@ -169,7 +190,9 @@ def load_all(source_spec: str, strategy: Strategy, augment: str = "numpy") -> st
 
 
 @pytest.mark.parametrize("layout", ["folder", "folder-gz", "images-file"])
-def test_idx_files_load_like_the_same_samples_in_shards(data_dir: Path, tmp_path: Path, layout: str) -> None:
+def test_idx_files_load_like_the_same_samples_in_shards(
+    data_dir: Path, tmp_path: Path, layout: str
+) -> None:
     images, labels = open_source(str(data_dir)).read(np.arange(90))
     paths = [tmp_path / name for name in IDX_NAMES]
     for path, array in zip(paths, (images, labels.astype(np.uint8))):
@@ -208,19 +231,33 @@ def test_loader_workload_reports_its_numbers(data_dir: Path) -> None:
 
 def test_loader_digest_is_order_independent_only_when_unordered(data_dir: Path) -> None:
     ordered = loader_result(data_dir, order="ordered")["batches_sha256"]
-    unordered = [loader_result(data_dir, strategy="threads", workers=w, order="unordered")["batches_sha256"]
-                 for w in (1, 3)]
+    unordered = [
+        loader_result(data_dir, strategy="threads", workers=w, order="unordered")["batches_sha256"]
+        for w in (1, 3)
+    ]
     assert unordered[0] == unordered[1] != ordered
 
 
 def train_from(data_dir: Path, strategy: str, workers: int) -> dict:
-    return execute(RunConfig(data=str(data_dir), strategy=strategy, workers=workers, steps=12, batch=16,
-                             microbatches=4, augment="python", test_samples=10))
+    return execute(
+        RunConfig(
+            data=str(data_dir),
+            strategy=strategy,
+            workers=workers,
+            steps=12,
+            batch=16,
+            microbatches=4,
+            augment="python",
+            test_samples=10,
+        )
+    )
 
 
 def test_data_parallel_from_disk_is_bitwise_equal_across_strategies(data_dir: Path) -> None:
-    results = [train_from(data_dir, name, workers) for name, workers in
-               [("serial", 1), ("threads", 2), ("processes", 2)]]
+    results = [
+        train_from(data_dir, name, workers)
+        for name, workers in [("serial", 1), ("threads", 2), ("processes", 2)]
+    ]
     assert len({r["params_sha256"] for r in results}) == 1
     assert all(0 <= r["stall_fraction"] <= 1 for r in results)
     assert results[0]["final_loss"] < results[0]["initial_loss"]
@@ -228,18 +265,43 @@ def test_data_parallel_from_disk_is_bitwise_equal_across_strategies(data_dir: Pa
 
 
 def test_data_parallel_from_disk_checks_the_model_fits(data_dir: Path) -> None:
-    with pytest.raises(HarnessError, match=r"does not fit .* \(8x8 = 64 pixels.*use e.g. --model 64-64-10"):
+    with pytest.raises(
+        HarnessError, match=r"does not fit .* \(8x8 = 64 pixels.*use e.g. --model 64-64-10"
+    ):
         execute(RunConfig(data=str(data_dir), model="small", steps=2, batch=16, microbatches=4))
 
 
 def test_cli_loader_json_and_one_line_errors(data_dir: Path, tmp_path: Path) -> None:
     def harness(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "harness", "run", "--workload", "loader",
-                               "--batch", "16", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "--workload",
+                "loader",
+                "--batch",
+                "16",
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     ok = harness("--data", str(data_dir), "--strategy", "processes", "--workers", "2", "--json")
     assert ok.returncode == 0, ok.stderr
-    assert {"samples_per_s", "time_to_first_batch_s", "peak_rss_mb", "batches_sha256"} <= json.loads(ok.stdout).keys()
+    assert {
+        "samples_per_s",
+        "time_to_first_batch_s",
+        "peak_rss_mb",
+        "batches_sha256",
+    } <= json.loads(ok.stdout).keys()
     missing = harness("--data", str(tmp_path / "nothing"), "--json")
-    assert missing.returncode == 2 and missing.stderr.startswith("error: data folder") and missing.stdout == ""
+    assert (
+        missing.returncode == 2
+        and missing.stderr.startswith("error: data folder")
+        and missing.stdout == ""
+    )

@@ -58,6 +58,7 @@ def test_batches_digest_is_the_sha256_of_the_joined_digests() -> None:
 
 # ---- peak memory ---------------------------------------------------------------------------------
 
+
 def rss_mb(process: psutil.Process) -> float:
     return process.memory_info().rss / MB
 
@@ -92,6 +93,7 @@ def test_peak_rss_samples_while_the_block_runs() -> None:
 
 
 # ---- the workload registry -----------------------------------------------------------------------
+
 
 def test_workload_decorator_registers_once_and_refuses_a_second_name() -> None:
     def extra(config: object, strategy: object) -> dict:

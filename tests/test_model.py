@@ -19,7 +19,9 @@ def numeric_gradient(model: MLP, flat: np.ndarray, x: np.ndarray, y: np.ndarray)
         plus, minus = flat.copy(), flat.copy()
         plus[i] += eps
         minus[i] -= eps
-        grad[i] = (model.loss_and_grad(plus, x, y)[0] - model.loss_and_grad(minus, x, y)[0]) / (2 * eps)
+        grad[i] = (model.loss_and_grad(plus, x, y)[0] - model.loss_and_grad(minus, x, y)[0]) / (
+            2 * eps
+        )
     return grad
 
 
@@ -57,13 +59,14 @@ def test_summed_loss_splits_over_rows() -> None:
     flat, rng = model.init(1), rng_for(1, 98)
     x, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
     loss, grad = model.loss_and_grad(flat, x, y)
-    parts = [model.loss_and_grad(flat, x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]
+    parts = [model.loss_and_grad(flat, x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)]
     assert np.isclose(loss, sum(p[0] for p in parts))
     np.testing.assert_allclose(grad, sum(p[1] for p in parts), rtol=1e-12, atol=1e-12)
 
 
-def textbook_loss_and_grad(model: MLP, flat: np.ndarray, x: np.ndarray,
-                           y: np.ndarray) -> tuple[float, np.ndarray]:
+def textbook_loss_and_grad(
+    model: MLP, flat: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
     """The expressions the workspace computes in place, evaluated afresh (the pre-issue-11 code):
     the oracle for 'bitwise the same', independent of the workspace's buffers."""
     grad = np.empty(model.size)
@@ -87,8 +90,9 @@ def textbook_loss_and_grad(model: MLP, flat: np.ndarray, x: np.ndarray,
 
 @settings(max_examples=15)
 @given(widths=widths_strategy, seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 9))
-def test_a_reused_workspace_is_bitwise_the_textbook_expressions(widths: tuple[int, ...], seed: int,
-                                                               rows: int) -> None:
+def test_a_reused_workspace_is_bitwise_the_textbook_expressions(
+    widths: tuple[int, ...], seed: int, rows: int
+) -> None:
     """Catches scratch state leaking from one call into the next (a buffer not fully rewritten)
     and any reordering of the arithmetic: each of three different microbatches, through ONE
     workspace, must equal the freshly evaluated expressions bit for bit."""
@@ -119,7 +123,8 @@ def test_a_workspace_sees_parameter_updates_and_writes_only_its_bound_row() -> N
     work.load(x, y, np.arange(4))
     work.loss_and_grad(work.bind(grads[1]))
     assert not grads[0].any() and params_digest(grads[1]) == params_digest(
-        textbook_loss_and_grad(model, flat, x, y)[1])
+        textbook_loss_and_grad(model, flat, x, y)[1]
+    )
     flat -= 0.5 * grads[1]  # in place, as the training loop updates the shared parameters
     loss = work.loss_and_grad(work.bind(grads[0]))
     assert loss == textbook_loss_and_grad(model, flat, x, y)[0]

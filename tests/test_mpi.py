@@ -32,8 +32,14 @@ FAIL_FAST_S = 20  # a failing job must end well within this (most take about a s
 
 
 def harness_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=50, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def mpi_result(*args: str) -> dict[str, Any]:
@@ -53,7 +59,9 @@ def processes_with(marker: str) -> list[psutil.Process]:
     """Live processes whose command line holds `marker` (a seed no other test uses)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(proc.info["cmdline"] or []):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(
+            proc.info["cmdline"] or []
+        ):
             found.append(proc)
     return found
 
@@ -87,10 +95,17 @@ def test_data_parallel_equals_serial_bit_for_bit(ranks: int, tmp_path: Path) -> 
     result = mpi_result("--workers", str(ranks), "--steps", "4", "--hostfile", str(hostfile))
     assert result["params_sha256"] == serial(steps=4)["params_sha256"]
     info = result["strategy_info"]
-    assert (info["ranks"], info["threads_per_rank"], info["reduce"], info["bitwise"]) == (ranks, 1, "ordered", True)
+    assert (info["ranks"], info["threads_per_rank"], info["reduce"], info["bitwise"]) == (
+        ranks,
+        1,
+        "ordered",
+        True,
+    )
     assert info["thread_level_requested"] == "funneled"
     assert info["thread_level_provided"] in ("funneled", "serialized", "multiple")
-    assert info["mpi_library"] and info["mpi_library_version"].startswith(info["mpi_library"].split()[0])
+    assert info["mpi_library"] and info["mpi_library_version"].startswith(
+        info["mpi_library"].split()[0]
+    )
 
 
 @needs_mpi
@@ -102,8 +117,18 @@ def test_fewer_microbatches_than_ranks_still_equals_serial() -> None:
 @needs_mpi
 def test_large_model_equals_serial_bit_for_bit() -> None:
     options = {"model": "large", "steps": 2, "train_samples": 1024, "test_samples": 64}
-    result = mpi_result("--workers", "2", "--model", "large", "--steps", "2", "--train-samples", "1024",
-                        "--test-samples", "64")
+    result = mpi_result(
+        "--workers",
+        "2",
+        "--model",
+        "large",
+        "--steps",
+        "2",
+        "--train-samples",
+        "1024",
+        "--test-samples",
+        "64",
+    )
     assert result["params_sha256"] == serial(**options)["params_sha256"]
 
 
@@ -113,13 +138,24 @@ def test_allreduce_is_close_and_reported_as_not_bitwise() -> None:
     reference = serial(steps=6)
     assert result["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-9)
     assert result["accuracy"] == pytest.approx(reference["accuracy"], abs=2 / 1024)
-    assert (result["strategy_info"]["reduce"], result["strategy_info"]["bitwise"]) == ("allreduce", False)
+    assert (result["strategy_info"]["reduce"], result["strategy_info"]["bitwise"]) == (
+        "allreduce",
+        False,
+    )
 
 
 @needs_mpi
 def test_hybrid_two_threads_per_rank_equals_serial() -> None:
-    result = mpi_result("--workers", "2", "--threads-per-rank", "2", "--steps", "4",
-                        "--hosts", "localhost,localhost")
+    result = mpi_result(
+        "--workers",
+        "2",
+        "--threads-per-rank",
+        "2",
+        "--steps",
+        "4",
+        "--hosts",
+        "localhost,localhost",
+    )
     assert result["params_sha256"] == serial(steps=4)["params_sha256"]
     info = result["strategy_info"]
     assert (info["ranks"], info["threads_per_rank"], info["total_threads"]) == (2, 2, 4)
@@ -131,8 +167,17 @@ def test_hybrid_two_threads_per_rank_equals_serial() -> None:
 def test_async_probe_loses_no_update(policy: str, ranks: int) -> None:
     """Locked policies must lose nothing. Under MPI even Hogwild! does not: its updates are
     MPI_Accumulate, atomic per element (the store's docstring says why)."""
-    result = mpi_result("--workload", "async-sgd", "--policy", policy, "--probe", "--workers", str(ranks),
-                        "--updates", "100")
+    result = mpi_result(
+        "--workload",
+        "async-sgd",
+        "--policy",
+        policy,
+        "--probe",
+        "--workers",
+        str(ranks),
+        "--updates",
+        "100",
+    )
     assert (result["lost_updates"], result["exact"]) == (0, True)
     assert result["locks"] == {"lock": 1, "striped": min(2, ranks), "hogwild": 0}[policy]
 
@@ -146,9 +191,28 @@ def test_async_training_on_one_rank_equals_serial() -> None:
 
 @needs_mpi
 def test_users_own_mpiexec_takes_the_ranks_as_workers() -> None:
-    proc = subprocess.run([str(mpiexec_path()), "-n", "2", sys.executable, "-m", "harness", "run",
-                           "--strategy", "mpi", "--seed", str(SEED), "--steps", "2", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=50)
+    proc = subprocess.run(
+        [
+            str(mpiexec_path()),
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--strategy",
+            "mpi",
+            "--seed",
+            str(SEED),
+            "--steps",
+            "2",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # rank 0 alone prints
     assert result["workers"] == 2 and result["params_sha256"] == serial(steps=2)["params_sha256"]
@@ -189,10 +253,17 @@ print(f"ok-rank{s.rank}")
 
 @needs_mpi
 def test_strategy_contract_across_three_ranks() -> None:
-    proc = subprocess.run([str(mpiexec_path()), "-n", "3", sys.executable, "-c", CONTRACT], cwd=ROOT,
-                          capture_output=True, text=True, timeout=50)
+    proc = subprocess.run(
+        [str(mpiexec_path()), "-n", "3", sys.executable, "-c", CONTRACT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert all(f"ok-rank{rank}" in proc.stdout for rank in range(3)), proc.stdout  # lines may interleave
+    assert all(f"ok-rank{rank}" in proc.stdout for rank in range(3)), (
+        proc.stdout
+    )  # lines may interleave
 
 
 INJECT = """
@@ -210,11 +281,22 @@ def test_a_rank_that_raises_fails_the_job_fast_with_its_error(tmp_path: Path) ->
     (tmp_path / "sitecustomize.py").write_text(INJECT)
     marker = f"--seed {7_000_000 + os.getpid()}"
     start, start_wall = time.monotonic(), time.time()
-    proc = harness_run("--strategy", "mpi", "--workers", "3", "--steps", "500", *marker.split(),
-                       env={"PYTHONPATH": str(tmp_path)})
+    proc = harness_run(
+        "--strategy",
+        "mpi",
+        "--workers",
+        "3",
+        "--steps",
+        "500",
+        *marker.split(),
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert time.monotonic() - start < FAIL_FAST_S
     assert proc.returncode == 1 and proc.stdout == ""
-    assert "error: rank 1 of 3 on " in proc.stderr and "RuntimeError: injected failure on rank 1" in proc.stderr
+    assert (
+        "error: rank 1 of 3 on " in proc.stderr
+        and "RuntimeError: injected failure on rank 1" in proc.stderr
+    )
     assert wait_until(lambda: not processes_with(marker), 5), processes_with(marker)
     # MPI_Abort skips MPICH's unlink of its shared memory; the launcher removes it (a segment of
     # a job running beside this test is mapped by its ranks, so it does not count)
@@ -226,11 +308,31 @@ def test_a_failing_rank_under_the_users_own_mpiexec_leaves_no_shared_memory(tmp_
     """No launcher to clean up here: the failing rank unlinks the job's segment before aborting."""
     (tmp_path / "sitecustomize.py").write_text(INJECT)
     start_wall = time.time()
-    proc = subprocess.run([str(mpiexec_path()), "-n", "2", sys.executable, "-m", "harness", "run",
-                           "--strategy", "mpi", "--steps", "500", "--json"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=50, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    proc = subprocess.run(
+        [
+            str(mpiexec_path()),
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--strategy",
+            "mpi",
+            "--steps",
+            "500",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert proc.returncode != 0 and "injected failure on rank 1" in proc.stderr
-    assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(since=start_wall)
+    assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(
+        since=start_wall
+    )
 
 
 @needs_mpi
@@ -238,16 +340,34 @@ def test_a_failing_rank_under_the_users_own_mpiexec_leaves_no_shared_memory(tmp_
 def test_a_stopped_or_killed_launcher_leaves_no_ranks(sig: signal.Signals) -> None:
     marker = f"--seed {8_000_000 + os.getpid() * 2 + (sig == signal.SIGKILL)}"
     start_wall = time.time()
-    launcher = subprocess.Popen([sys.executable, "-m", "harness", "run", "--strategy", "mpi", "--workers",
-                                 "2", "--steps", "1000000", *marker.split()], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--strategy",
+            "mpi",
+            "--workers",
+            "2",
+            "--steps",
+            "1000000",
+            *marker.split(),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # launcher + mpiexec + 2 ranks
         assert wait_until(lambda: len(processes_with(marker)) >= 4, 30), processes_with(marker)
         launcher.send_signal(sig)
         _, stderr = launcher.communicate(timeout=FAIL_FAST_S)
         assert wait_until(lambda: not processes_with(marker), FAIL_FAST_S), processes_with(marker)
-        assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(since=start_wall)
+        assert wait_until(lambda: not orphaned_segments(since=start_wall), 3), orphaned_segments(
+            since=start_wall
+        )
     finally:
         launcher.kill()
     if sig == signal.SIGTERM:
@@ -255,23 +375,44 @@ def test_a_stopped_or_killed_launcher_leaves_no_ranks(sig: signal.Signals) -> No
 
 
 def test_without_mpi4py_says_how_to_install() -> None:
-    hide = ("import sys; sys.modules['mpi4py'] = None; from harness.__main__ import main; "
-            "sys.exit(main(['run', '--strategy', 'mpi', '--workers', '2']))")
-    proc = subprocess.run([sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True, timeout=50)
+    hide = (
+        "import sys; sys.modules['mpi4py'] = None; from harness.__main__ import main; "
+        "sys.exit(main(['run', '--strategy', 'mpi', '--workers', '2']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True, timeout=50
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "error: strategy 'mpi' is not available here: mpi4py is not installed; pip install "
-        "'ft-harness[mpi]' (mpi4py and the MPICH runtime with its mpiexec)"]
+        "'ft-harness[mpi]' (mpi4py and the MPICH runtime with its mpiexec)"
+    ]
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--strategy", "threads", "--threads-per-rank", "2"], "threads_per_rank=2 applies to strategy 'mpi' only"),
-    (["--reduce", "allreduce"], "reduce='allreduce' applies to strategy 'mpi' only"),
-    (["--strategy", "mpi", "--reduce", "sum"], "reduce='sum' is not one of: ordered, allreduce"),
-    (["--strategy", "mpi", "--threads-per-rank", "0"], "threads_per_rank=0 must be an integer >= 1"),
-    (["--strategy", "mpi", "--hosts", "a", "--hostfile", "b"], "give one of them, not both"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ["--strategy", "threads", "--threads-per-rank", "2"],
+            "threads_per_rank=2 applies to strategy 'mpi' only",
+        ),
+        (["--reduce", "allreduce"], "reduce='allreduce' applies to strategy 'mpi' only"),
+        (
+            ["--strategy", "mpi", "--reduce", "sum"],
+            "reduce='sum' is not one of: ordered, allreduce",
+        ),
+        (
+            ["--strategy", "mpi", "--threads-per-rank", "0"],
+            "threads_per_rank=0 must be an integer >= 1",
+        ),
+        (["--strategy", "mpi", "--hosts", "a", "--hostfile", "b"], "give one of them, not both"),
+    ],
+)
 def test_bad_mpi_options_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:
     proc = harness_run(*args)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and fragment in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1
+        and proc.stderr.startswith("error: ")
+        and fragment in proc.stderr
+    )

@@ -13,8 +13,10 @@ from harness.mpi.segments import mapped_files, remove_orphaned_segments, unlink_
 
 def test_only_fresh_unmapped_mpich_segments_are_removed(tmp_path: Path) -> None:
     since = time.time()
-    old, orphan, live, other = (tmp_path / name for name in (
-        "mpich_shm_old_0", "mpich_shm_orphan_0", "mpich_shm_live_0", "sem.mp-other"))
+    old, orphan, live, other = (
+        tmp_path / name
+        for name in ("mpich_shm_old_0", "mpich_shm_orphan_0", "mpich_shm_live_0", "sem.mp-other")
+    )
     for path in (old, orphan, live, other):
         path.write_bytes(b"\0" * mmap.PAGESIZE)
     os.utime(old, (since - 3600, since - 3600))  # an earlier job's: not ours to judge
@@ -42,7 +44,10 @@ def test_a_rank_unlinks_the_segments_it_maps_and_nothing_else(tmp_path: Path) ->
 
 def test_the_wait_outlasts_a_segment_still_mapped_after_another_was_removed(tmp_path: Path) -> None:
     """Two orphans, one still mapped for a while (a rank going slowly): both must go."""
-    since, (free, held) = time.time(), (tmp_path / "mpich_shm_free_0", tmp_path / "mpich_shm_held_0")
+    since, (free, held) = (
+        time.time(),
+        (tmp_path / "mpich_shm_free_0", tmp_path / "mpich_shm_held_0"),
+    )
     for path in (free, held):
         path.write_bytes(b"\0" * mmap.PAGESIZE)
     handle = held.open("r+b")

@@ -53,13 +53,14 @@ def parameters_of(strategy: RecordingSerial, size: int, digest: str) -> np.ndarr
 
 # ---- the test's own MLP: layout, forward, backward -----------------------------------------------
 
+
 def unpack(flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Layer by layer: W (n_in x n_out, row-major) then its bias, packed one after another."""
     layers, at = [], 0
     for n_in, n_out in itertools.pairwise(WIDTHS):
-        w = flat[at:at + n_in * n_out].reshape(n_in, n_out)
+        w = flat[at : at + n_in * n_out].reshape(n_in, n_out)
         at += n_in * n_out
-        layers.append((w, flat[at:at + n_out]))
+        layers.append((w, flat[at : at + n_out]))
         at += n_out
     assert at == flat.size
     return layers
@@ -93,8 +94,9 @@ def accuracy(flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(h.argmax(axis=1) == y))
 
 
-def full_batch_sgd(config: RunConfig, x: np.ndarray,
-                   y: np.ndarray) -> tuple[np.ndarray, list[float]]:
+def full_batch_sgd(
+    config: RunConfig, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, list[float]]:
     """`config.steps` steps of SGD with momentum on the whole (x, y): v = mu v + g, p = p - lr v."""
     params, velocity, losses = MLP(WIDTHS).init(config.seed), np.zeros(MLP(WIDTHS).size), []
     for _ in range(config.steps):
@@ -107,12 +109,22 @@ def full_batch_sgd(config: RunConfig, x: np.ndarray,
 
 # ---- data-parallel: one run against the oracle ---------------------------------------------------
 
+
 def dp_config(**options: Any) -> RunConfig:
     # train_samples == batch: every step's batch is the whole training set (in a shuffled order,
     # which a sum over rows does not see), so the oracle needs no knowledge of the shuffle.
-    base = {"workload": "data-parallel", "model": "-".join(map(str, WIDTHS)), "batch": 24,
-            "microbatches": 4, "train_samples": 24, "test_samples": 40, "steps": 3, "lr": 0.3,
-            "momentum": 0.9, "seed": 11}
+    base = {
+        "workload": "data-parallel",
+        "model": "-".join(map(str, WIDTHS)),
+        "batch": 24,
+        "microbatches": 4,
+        "train_samples": 24,
+        "test_samples": 40,
+        "steps": 3,
+        "lr": 0.3,
+        "momentum": 0.9,
+        "seed": 11,
+    }
     return RunConfig(**{**base, **options})
 
 
@@ -148,8 +160,16 @@ def test_data_parallel_held_out_metrics_are_on_the_held_out_split() -> None:
 
 
 def test_async_sgd_held_out_metrics_are_on_the_held_out_split() -> None:
-    config = RunConfig(workload="async-sgd", model="-".join(map(str, WIDTHS)), batch=8, updates=30,
-                       train_samples=64, test_samples=40, seed=4, lr=0.2)
+    config = RunConfig(
+        workload="async-sgd",
+        model="-".join(map(str, WIDTHS)),
+        batch=8,
+        updates=30,
+        train_samples=64,
+        test_samples=40,
+        seed=4,
+        lr=0.2,
+    )
     data = synthetic(WIDTHS[0], WIDTHS[-1], config.train_samples, config.test_samples, config.seed)
     with RecordingSerial() as strategy:
         result = run_async_sgd(config, strategy)
@@ -164,11 +184,15 @@ def test_async_sgd_held_out_metrics_are_on_the_held_out_split() -> None:
 
 # ---- the microbatches of a step ------------------------------------------------------------------
 
+
 def epoch_rows(config: RunConfig, epoch: int, n_train: int) -> list[list[int]]:
     """Every microbatch's rows, step by step, over one epoch."""
     per_epoch = n_train // config.batch
-    return [mb.rows.tolist() for step in range(epoch * per_epoch, (epoch + 1) * per_epoch)
-            for mb in step_microbatches(config, step, n_train)]
+    return [
+        mb.rows.tolist()
+        for step in range(epoch * per_epoch, (epoch + 1) * per_epoch)
+        for mb in step_microbatches(config, step, n_train)
+    ]
 
 
 @pytest.mark.parametrize("n_train", [36, 40])  # 40: four rows left out of each epoch
@@ -187,6 +211,7 @@ def test_microbatches_cover_each_row_once_per_epoch_and_reshuffle(n_train: int) 
 
 
 # ---- the in-order sum ----------------------------------------------------------------------------
+
 
 def order_sensitive_rows(rows: int = 7, columns: int = 48) -> np.ndarray:
     """Values of very different magnitudes and signs, so float addition order shows."""

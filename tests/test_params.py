@@ -14,8 +14,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from harness import HarnessError
 from harness.model import MLP
-from harness.params import (MAX_LOCKS, ParamStore, equal_stripes, layer_stripes, locks_needed,
-                            probe_deltas, probe_expected, probe_report, probe_worker, stripes_for)
+from harness.params import (
+    MAX_LOCKS,
+    ParamStore,
+    equal_stripes,
+    layer_stripes,
+    locks_needed,
+    probe_deltas,
+    probe_expected,
+    probe_report,
+    probe_worker,
+    stripes_for,
+)
 from strategies import create
 
 widths_st = st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple)
@@ -59,8 +69,10 @@ def test_only_striped_cuts_the_vector() -> None:
     assert len(stripes_for("striped", model, 5)) == 5
 
 
-@pytest.mark.parametrize(("policy", "stripes", "locks"), [
-    ("lock", 1, 1), ("hogwild", 1, 0), ("striped", 3, 3), ("striped", MAX_LOCKS + 5, MAX_LOCKS)])
+@pytest.mark.parametrize(
+    ("policy", "stripes", "locks"),
+    [("lock", 1, 1), ("hogwild", 1, 0), ("striped", 3, 3), ("striped", MAX_LOCKS + 5, MAX_LOCKS)],
+)
 def test_locks_needed(policy: str, stripes: int, locks: int) -> None:
     assert locks_needed(policy, stripes) == locks
 
@@ -85,15 +97,25 @@ class StoreMachine(RuleBasedStateMachine):
         self.expected = np.zeros(self.size)
         params = np.zeros(self.size)
         count = data.draw(st.integers(1, self.size), label="stripes")
-        layouts = {"lock": stripes_for("lock", model), "striped": layer_stripes(model),
-                   "striped-k": equal_stripes(self.size, count), "hogwild": stripes_for("hogwild", model)}
-        self.stores = {name: ParamStore.build(params, stripes, self.locks[:locks_needed(
-            name.removesuffix("-k"), len(stripes))]) for name, stripes in layouts.items()}
+        layouts = {
+            "lock": stripes_for("lock", model),
+            "striped": layer_stripes(model),
+            "striped-k": equal_stripes(self.size, count),
+            "hogwild": stripes_for("hogwild", model),
+        }
+        self.stores = {
+            name: ParamStore.build(
+                params, stripes, self.locks[: locks_needed(name.removesuffix("-k"), len(stripes))]
+            )
+            for name, stripes in layouts.items()
+        }
 
     @rule(name=st.sampled_from(["lock", "striped", "striped-k", "hogwild"]), data=st.data())
     def write(self, name: str, data: st.DataObject) -> None:
-        delta = np.array(data.draw(st.lists(st.integers(-3, 3), min_size=self.size, max_size=self.size)),
-                         dtype=np.float64)
+        delta = np.array(
+            data.draw(st.lists(st.integers(-3, 3), min_size=self.size, max_size=self.size)),
+            dtype=np.float64,
+        )
         self.stores[name].add(delta)
         self.expected += delta
 
@@ -115,8 +137,13 @@ TestStoreMachine.settings = settings(max_examples=60, stateful_step_count=20, de
 
 def test_probe_report_counts_missing_units() -> None:
     report = probe_report(np.array([3.0, 2.0, 0.0]), np.array([2.0, 2.0, 0.0]))
-    assert report == {"expected_sum": 5.0, "observed_sum": 4.0, "lost_updates": 1,
-                      "lost_fraction": 0.2, "exact": False}
+    assert report == {
+        "expected_sum": 5.0,
+        "observed_sum": 4.0,
+        "lost_updates": 1,
+        "lost_fraction": 0.2,
+        "exact": False,
+    }
 
 
 def test_probe_deltas_are_unit_increments_fixed_by_the_seed() -> None:
@@ -145,9 +172,13 @@ def test_probe_sees_updates_lost_to_an_unsafe_read_modify_write() -> None:
     workers, updates, size = 2, 20, 50
     deltas = probe_deltas(0, workers, size)
     plain = ParamStore.build(np.zeros(size), [slice(0, size)], [])
-    store = RacyStore(plain.params, plain.stripes, plain.guards, threading.Barrier(workers, timeout=20))
+    store = RacyStore(
+        plain.params, plain.stripes, plain.guards, threading.Barrier(workers, timeout=20)
+    )
     with create("threads", workers) as strategy:
-        strategy.map(partial(probe_worker, store=store, deltas=deltas, updates=updates), range(workers))
+        strategy.map(
+            partial(probe_worker, store=store, deltas=deltas, updates=updates), range(workers)
+        )
     report = probe_report(probe_expected(deltas, updates), store.params)
     # Each round keeps one worker's delta and loses the other's: the probe must say so.
     assert report["lost_updates"] >= updates * deltas.sum(axis=1).min() > 0

@@ -4,8 +4,8 @@ without pyperf: means, speed-ups, the t-test and its labels, efficiency, the sca
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -17,8 +17,8 @@ import numpy as np
 import pyperf
 import pytest
 
-from harness.report import rawdata
 from harness.bench.matrix import Cell
+from harness.report import rawdata
 from harness.report.rawdata import Measurement, compare, speedup_label
 from harness.report.summary import report_command
 from tests.smoke_bench import CONFIGS, ROOT, smoke_bench
@@ -46,6 +46,7 @@ def summary(rendered: Path) -> dict[str, Any]:
 
 # ---- independent computations -----------------------------------------------------------------------
 
+
 def raw_benchmarks(path: Path) -> dict[str, dict[str, Any]]:
     """name -> values (seconds per unit), metadata and per-run metadata, read as plain JSON."""
     data = json.loads(path.read_text())
@@ -53,8 +54,11 @@ def raw_benchmarks(path: Path) -> dict[str, dict[str, Any]]:
     for bench in data["benchmarks"]:
         meta = {**data.get("metadata", {}), **bench.get("metadata", {})}
         runs = [r for r in bench["runs"] if r.get("values")]
-        found[meta["name"]] = {"values": [v for r in runs for v in r["values"]], "meta": meta,
-                               "runs": [{**meta, **r.get("metadata", {})} for r in runs]}
+        found[meta["name"]] = {
+            "values": [v for r in runs for v in r["values"]],
+            "meta": meta,
+            "runs": [{**meta, **r.get("metadata", {})} for r in runs],
+        }
     return found
 
 
@@ -64,7 +68,10 @@ def student_t_critical(df: int) -> float:
 
     def half_mass(c: float, steps: int = 2000) -> float:
         h = c / steps
-        f = [math.exp(log_norm - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(steps + 1)]
+        f = [
+            math.exp(log_norm - (df + 1) / 2 * math.log1p((i * h) ** 2 / df))
+            for i in range(steps + 1)
+        ]
         return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
 
     low, high = 0.0, 50.0
@@ -78,7 +85,9 @@ def t_test(a: list[float], b: list[float]) -> tuple[float, float]:
     """Two-sample Student t with pooled variance: (t, critical value at 95 %, two-tailed)."""
     ma, mb = statistics.fmean(a), statistics.fmean(b)
     pooled = (sum((x - ma) ** 2 for x in a) + sum((x - mb) ** 2 for x in b)) / (len(a) + len(b) - 2)
-    return (ma - mb) / math.sqrt(pooled * (1 / len(a) + 1 / len(b))), student_t_critical(len(a) + len(b) - 2)
+    return (ma - mb) / math.sqrt(pooled * (1 / len(a) + 1 / len(b))), student_t_critical(
+        len(a) + len(b) - 2
+    )
 
 
 def expected_label(base: list[float], other: list[float]) -> str | None:
@@ -86,7 +95,11 @@ def expected_label(base: list[float], other: list[float]) -> str | None:
     t, critical = t_test(base, other)
     if abs(abs(t) - critical) < AMBIGUOUS_T:
         return None
-    return f"{statistics.fmean(base) / statistics.fmean(other):.2f}x" if abs(t) >= critical else "not significant"
+    return (
+        f"{statistics.fmean(base) / statistics.fmean(other):.2f}x"
+        if abs(t) >= critical
+        else "not significant"
+    )
 
 
 def serial_name(name: str) -> str:
@@ -95,7 +108,7 @@ def serial_name(name: str) -> str:
 
 
 def report_row(markdown: str, config: str, name: str) -> list[str]:
-    line = next(l for l in markdown.splitlines() if l.startswith(f"| {config} | `{name}` |"))
+    line = next(x for x in markdown.splitlines() if x.startswith(f"| {config} | `{name}` |"))
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
@@ -105,13 +118,16 @@ def close(a: float, b: float) -> bool:
 
 # ---- tables, speed-ups, significance ---------------------------------------------------------------
 
+
 def test_means_throughputs_and_speedups_match(smoke: Path, summary: dict[str, Any]) -> None:
     raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
     rows = [r for rows in summary["workloads"].values() for r in rows]
     assert len(rows) == sum(len(v) for v in raw.values())
     for r in rows:
         mine = raw[r["configuration"]][r["name"]]["values"]
-        assert close(r["mean_s"], statistics.fmean(mine)) and close(r["stdev_s"], statistics.stdev(mine))
+        assert close(r["mean_s"], statistics.fmean(mine)) and close(
+            r["stdev_s"], statistics.stdev(mine)
+        )
         assert close(r["rate_per_s"], 1 / statistics.fmean(mine))
         base = raw[r["configuration"]][serial_name(r["name"])]["values"]
         if r["is_baseline"]:
@@ -123,7 +139,9 @@ def test_means_throughputs_and_speedups_match(smoke: Path, summary: dict[str, An
         assert close(r["vs_serial"]["t_score"], t_test(base, mine)[0])
 
 
-def test_significance_labels_in_the_markdown_match_an_independent_t_test(smoke: Path, rendered: Path) -> None:
+def test_significance_labels_in_the_markdown_match_an_independent_t_test(
+    smoke: Path, rendered: Path
+) -> None:
     raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
     markdown = (rendered / "REPORT.md").read_text()
     checked = 0
@@ -137,7 +155,8 @@ def test_significance_labels_in_the_markdown_match_an_independent_t_test(smoke: 
                 assert same == want, (config, name)
                 checked += 1
             if (config, name) != ("cp313", serial_name(name)) and (
-                    want := expected_label(default, bench["values"])):
+                want := expected_label(default, bench["values"])
+            ):
                 assert versus_default == want, (config, name)
     assert checked >= 8
 
@@ -145,7 +164,9 @@ def test_significance_labels_in_the_markdown_match_an_independent_t_test(smoke: 
 def test_not_significant_is_never_shown_as_a_number() -> None:
     def measurement(values: list[float]) -> Measurement:
         run = pyperf.Run(values, metadata={"name": "b", "unit": "second"}, collect_metadata=False)
-        return Measurement("cp313", Cell("data-parallel", "serial", 1), pyperf.Benchmark([run]), "x")
+        return Measurement(
+            "cp313", Cell("data-parallel", "serial", 1), pyperf.Benchmark([run]), "x"
+        )
 
     same = compare(measurement([1.0, 1.01, 0.99, 1.0]), measurement([1.0, 0.99, 1.01, 1.0]))
     assert same["significant"] is False and speedup_label(same) == "not significant"
@@ -165,21 +186,28 @@ def test_unequal_numbers_of_values_get_welchs_test() -> None:
     assert rawdata.significance([1.0, 1.0, 1.0], [2.0, 2.0])[0] is None  # no spread: no test
 
 
-def test_single_thread_cost_is_the_extra_time_of_serial_in_percent(smoke: Path, summary: dict[str, Any]) -> None:
+def test_single_thread_cost_is_the_extra_time_of_serial_in_percent(
+    smoke: Path, summary: dict[str, Any]
+) -> None:
     raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
     costs = {c["name"]: c for c in summary["single_thread_cost"]}
     serials = [n for n in raw["cp313"] if n == serial_name(n)]
     assert sorted(costs) == sorted(serials)
     for name in serials:
         default, free = raw["cp313"][name]["values"], raw["cp313t"][name]["values"]
-        assert close(costs[name]["cost_percent"], (statistics.fmean(free) / statistics.fmean(default) - 1) * 100)
+        assert close(
+            costs[name]["cost_percent"],
+            (statistics.fmean(free) / statistics.fmean(default) - 1) * 100,
+        )
         assert close(costs[name]["t_score"], t_test(free, default)[0])
 
 
 # ---- the scalability fit ----------------------------------------------------------------------------
 
-def weighted_misfit(workers: list[float], capacity: list[float], errors: list[float],
-                    sigma: Any, kappa: Any) -> Any:
+
+def weighted_misfit(
+    workers: list[float], capacity: list[float], errors: list[float], sigma: Any, kappa: Any
+) -> Any:
     """Σ ((C − USL(N)) / s)² over N > 1, for scalars or broadcast grids of (σ, κ)."""
     total = 0.0
     for n, c, e in zip(workers[1:], capacity[1:], errors[1:]):
@@ -187,7 +215,9 @@ def weighted_misfit(workers: list[float], capacity: list[float], errors: list[fl
     return total
 
 
-def test_fit_of_the_threads_curve_is_the_best_of_its_domain(smoke: Path, summary: dict[str, Any]) -> None:
+def test_fit_of_the_threads_curve_is_the_best_of_its_domain(
+    smoke: Path, summary: dict[str, Any]
+) -> None:
     """Capacity and its standard error recomputed from the raw values; no (σ, κ) on a fine grid
     over the chosen law's domain (σ in [0, 1], κ ≥ 0, κ = 0 for Amdahl) fits them better."""
     fits = {(f["configuration"], f["series"]): f for f in summary["scaling"]}
@@ -206,39 +236,58 @@ def test_fit_of_the_threads_curve_is_the_best_of_its_domain(smoke: Path, summary
         assert 0 <= found["sigma"] <= 1 and found["kappa"] >= 0
         usl = found["law"] == "USL"
         kappas = np.concatenate([[0.0], np.geomspace(1e-6, 10, 2000)]) if usl else [0.0]
-        grid = weighted_misfit(workers, capacity, errors, np.linspace(0, 1, 2001)[:, None],
-                               np.asarray(kappas)[None, :])
+        grid = weighted_misfit(
+            workers, capacity, errors, np.linspace(0, 1, 2001)[:, None], np.asarray(kappas)[None, :]
+        )
         reported = weighted_misfit(workers, capacity, errors, found["sigma"], found["kappa"])
         assert reported <= float(np.min(grid)) * (1 + 1e-9) + 1e-12
 
 
 # ---- sections, plots, determinism ---------------------------------------------------------------------
 
+
 def test_async_sgd_lost_updates_and_loader_rows(smoke: Path, summary: dict[str, Any]) -> None:
     raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
     for r in summary["async_sgd"]:
         lost = [run["ft_lost_updates"] for run in raw[r["configuration"]][r["name"]]["runs"]]
-        assert r["probes"] == len(lost) == 2 and close(r["lost_updates_mean"], statistics.fmean(lost))
+        assert r["probes"] == len(lost) == 2 and close(
+            r["lost_updates_mean"], statistics.fmean(lost)
+        )
         assert r["lost_updates_max"] == max(lost) and r["policy"] == "hogwild"
     loading = summary["loader"]["loader"]
     assert {r["name"] for r in loading} == {"loader/serial/w1/numpy", "loader/threads/w2/numpy"}
     for r in loading:
-        assert close(r["samples_per_s"], 1 / statistics.fmean(raw[r["configuration"]][r["name"]]["values"]))
+        assert close(
+            r["samples_per_s"], 1 / statistics.fmean(raw[r["configuration"]][r["name"]]["values"])
+        )
 
 
 def test_markdown_has_every_section_and_the_reproduce_command(rendered: Path) -> None:
     markdown = (rendered / "REPORT.md").read_text()
-    for heading in ("## Headline", "## Single-thread cost", "## Per workload", "## Scaling fits",
-                    "## async-sgd", "## Data loading", "## Environment", "## How to reproduce"):
+    for heading in (
+        "## Headline",
+        "## Single-thread cost",
+        "## Per workload",
+        "## Scaling fits",
+        "## async-sgd",
+        "## Data loading",
+        "## Environment",
+        "## How to reproduce",
+    ):
         assert heading in markdown
     assert "nox -s report -- --preset smoke" in markdown and "host `" in markdown
 
 
 def test_plots_are_pngs_linked_from_the_report(rendered: Path, summary: dict[str, Any]) -> None:
     markdown = (rendered / "REPORT.md").read_text()
-    assert "speedup-data-parallel-tiny.png" in summary["plots"] and "best-data-parallel-tiny.png" in summary["plots"]
+    assert (
+        "speedup-data-parallel-tiny.png" in summary["plots"]
+        and "best-data-parallel-tiny.png" in summary["plots"]
+    )
     for name in summary["plots"]:
-        assert (rendered / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in markdown
+        assert (rendered / name).read_bytes()[
+            :8
+        ] == b"\x89PNG\r\n\x1a\n" and f"({name})" in markdown
 
 
 def test_same_raw_files_give_the_same_report(smoke: Path, rendered: Path, tmp_path: Path) -> None:
@@ -252,9 +301,15 @@ def test_same_raw_files_give_the_same_report(smoke: Path, rendered: Path, tmp_pa
 
 # ---- provenance and refusals --------------------------------------------------------------------------
 
+
 def report_cli(tmp_path: Path, *raw: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "report", *map(str, raw), "-o",
-                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "report", *map(str, raw), "-o", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def edited(smoke: Path, tmp_path: Path, config: str, **metadata: str) -> Path:
@@ -275,19 +330,27 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 def test_mixing_presets_is_refused_with_a_clear_error(smoke: Path, tmp_path: Path) -> None:
     other = edited(smoke, tmp_path, "cp313t", ft_preset="quick")
     message = one_line_error(report_cli(tmp_path, smoke / "cp313.json", other))
-    assert "cannot be compared: different preset" in message and "smoke" in message and "quick" in message
+    assert (
+        "cannot be compared: different preset" in message
+        and "smoke" in message
+        and "quick" in message
+    )
 
 
 def test_one_configuration_twice_or_a_foreign_file_is_refused(smoke: Path, tmp_path: Path) -> None:
     twice = Path(shutil.copy(smoke / "cp313.json", tmp_path / "copy.json"))
-    assert "configuration cp313 appears twice" in one_line_error(report_cli(tmp_path, smoke / "cp313.json", twice))
+    assert "configuration cp313 appears twice" in one_line_error(
+        report_cli(tmp_path, smoke / "cp313.json", twice)
+    )
     foreign = tmp_path / "foreign.json"
     run = pyperf.Run([1.0, 1.1], metadata={"name": "x", "unit": "second"}, collect_metadata=False)
     pyperf.BenchmarkSuite([pyperf.Benchmark([run])]).dump(str(foreign))
     assert "not made by `python -m harness bench`" in one_line_error(report_cli(tmp_path, foreign))
 
 
-def test_a_folder_holding_anything_but_a_report_is_never_replaced(smoke: Path, tmp_path: Path) -> None:
+def test_a_folder_holding_anything_but_a_report_is_never_replaced(
+    smoke: Path, tmp_path: Path
+) -> None:
     """The report swaps in a whole new folder: one holding the raw files themselves (or anything
     else) would lose them, so it is refused and left as it was; an earlier report is replaced."""
     out = tmp_path / "out"
@@ -308,18 +371,26 @@ def test_files_from_another_machine_are_accepted_and_named(smoke: Path, tmp_path
     assert "host `elsewhere`" in (tmp_path / "out" / "REPORT.md").read_text()
 
 
-def test_a_configuration_rerun_with_fewer_processes_is_still_compared(smoke: Path, tmp_path: Path) -> None:
+def test_a_configuration_rerun_with_fewer_processes_is_still_compared(
+    smoke: Path, tmp_path: Path
+) -> None:
     """As when one configuration is re-run with `-p` lowered to fit a time limit: the intro says
     each file's pyperf shape, and speed-ups across files get Welch's test, not "not tested"."""
     suite = pyperf.BenchmarkSuite.load(str(smoke / "cp313t.json"))
-    fewer = [pyperf.Benchmark([r for r in b.get_runs() if r.values][:-1]) for b in suite.get_benchmarks()]
+    fewer = [
+        pyperf.Benchmark([r for r in b.get_runs() if r.values][:-1]) for b in suite.get_benchmarks()
+    ]
     pyperf.BenchmarkSuite(fewer).dump(str(tmp_path / "cp313t.json"))
     out = tmp_path / "latest"
     report_command([str(smoke / "cp313.json"), str(tmp_path / "cp313t.json")], str(out))
     markdown = (out / "REPORT.md").read_text()
-    shapes = re.search(r"Each benchmark: cp313: (\d) pyperf worker processes.*; cp313t: (\d) pyperf", markdown)
+    shapes = re.search(
+        r"Each benchmark: cp313: (\d) pyperf worker processes.*; cp313t: (\d) pyperf", markdown
+    )
     assert shapes and int(shapes[1]) == int(shapes[2]) + 1
-    versus_default = [report_row(markdown, "cp313t", n)[5] for n in raw_benchmarks(smoke / "cp313.json")]
+    versus_default = [
+        report_row(markdown, "cp313t", n)[5] for n in raw_benchmarks(smoke / "cp313.json")
+    ]
     assert versus_default and "not tested" not in versus_default
 
 
@@ -327,18 +398,34 @@ def test_headline_follows_the_model_with_the_most_cells() -> None:
     """The scaling preset has 15 tiny cells and 7 small ones: the headline is tiny's curve,
     whichever model the raw file lists first; on a tie, the first listed."""
     from types import SimpleNamespace
+
     from harness.report.summary import headline
 
     def row(model: str, series: str, workers: int) -> dict[str, Any]:
-        return {"model": model, "workload_variant": "", "series": series, "workers": workers,
-                "configuration": "cp313", "rate_per_s": 1.0, "vs_serial_default": None,
-                "is_baseline": series == "serial", "unit": "sample"}
+        return {
+            "model": model,
+            "workload_variant": "",
+            "series": series,
+            "workers": workers,
+            "configuration": "cp313",
+            "rate_per_s": 1.0,
+            "vs_serial_default": None,
+            "is_baseline": series == "serial",
+            "unit": "sample",
+        }
 
     index = SimpleNamespace(configs=["cp313"], default="cp313")
     small = [row("small", "serial", 1), row("small", "threads", 16)]
     tiny = [row("tiny", "serial", 1), row("tiny", "threads", 2), row("tiny", "threads", 16)]
-    chosen = headline({"workloads": {"data-parallel": small + tiny}, "single_thread_cost": []}, index)
-    assert chosen is not None and chosen["model"] == "tiny" and set(chosen["rows"]) == {
-        "serial/w1", "threads/w2", "threads/w16"}
-    tie = headline({"workloads": {"data-parallel": small + tiny[:2]}, "single_thread_cost": []}, index)
+    chosen = headline(
+        {"workloads": {"data-parallel": small + tiny}, "single_thread_cost": []}, index
+    )
+    assert (
+        chosen is not None
+        and chosen["model"] == "tiny"
+        and set(chosen["rows"]) == {"serial/w1", "threads/w2", "threads/w16"}
+    )
+    tie = headline(
+        {"workloads": {"data-parallel": small + tiny[:2]}, "single_thread_cost": []}, index
+    )
     assert tie is not None and tie["model"] == "small"

@@ -14,7 +14,7 @@ import pytest
 
 from harness.report import rawdata
 from harness.report.markdown import scaling_section
-from harness.report.scaling import chi2_survival, fit, r_squared, usl
+from harness.report.scaling import chi2_survival, fit, r_squared
 from harness.report.summary import Index, scaling_fits
 
 WORKERS = [1, 2, 3, 4, 6, 8]
@@ -46,6 +46,7 @@ def covers(found: tuple[float | None, float | None] | None, value: float) -> boo
 
 # ---- exact curves --------------------------------------------------------------------------------
 
+
 def test_exact_usl_data_gives_back_its_parameters_and_peak() -> None:
     found = fit(WORKERS, [gunther(n, 0.05, 0.01) for n in WORKERS])
     assert found is not None and found.law == "USL" and found.points == len(WORKERS)
@@ -63,6 +64,7 @@ def test_exact_amdahl_data_is_fitted_with_no_coherency_term() -> None:
 
 
 # ---- noisy curves: the parameters lie within their intervals ----------------------------------
+
 
 def amdahl_standard_error(sigma: float, errors: list[float]) -> float:
     """1/√(Fisher information) of σ, by central differences of the law: the width an interval
@@ -109,24 +111,37 @@ def test_a_point_with_a_large_spread_barely_pulls_the_fit() -> None:
 
 # ---- the law's domain and the choice in words ---------------------------------------------------
 
+
 def test_a_slowdown_from_the_first_worker_is_said_in_words_not_as_a_serial_share() -> None:
     capacity, errors = [1.0, 0.9, 0.8, 0.7], [0.0, 0.01, 0.01, 0.01]
     found = fit([1, 2, 4, 8], capacity, errors)
     assert found is not None and found.sigma == 1.0 and found.kappa >= 0  # σ on its bound, not 1.1
     assert not found.sigma_has_reading and found.peak is None
     assert found.domain == "retrograde from N = 2: contention, no serial-fraction reading"
-    row = scaling_section({"scaling": [{"configuration": "c", "workload": "w", "series": "s",
-                                        "model": "", **found.as_dict(),
-                                        "curve": [{"workers": 8, "capacity": 0.7, "fitted": 0.7}]}],
-                           "environment": {"machine": {"cpu_usable": None}}}).splitlines()[-1]
+    row = scaling_section(
+        {
+            "scaling": [
+                {
+                    "configuration": "c",
+                    "workload": "w",
+                    "series": "s",
+                    "model": "",
+                    **found.as_dict(),
+                    "curve": [{"workers": 8, "capacity": 0.7, "fitted": 0.7}],
+                }
+            ],
+            "environment": {"machine": {"cpu_usable": None}},
+        }
+    ).splitlines()[-1]
     assert "retrograde from N = 2" in row and "1.000" not in row
 
 
 def test_capacity_above_linear_holds_sigma_at_zero_and_says_so() -> None:
     found = fit([1, 2, 4, 8], [1.0, 2.2, 4.4, 7.9], [0.0, 0.05, 0.1, 0.2])
     assert found is not None and found.sigma == 0.0 and found.sigma_has_reading
-    assert found.domain == ("superlinear at N = 2, 4 (capacity above N): beyond the law, "
-                            "σ held at its bound 0")
+    assert found.domain == (
+        "superlinear at N = 2, 4 (capacity above N): beyond the law, σ held at its bound 0"
+    )
 
 
 def test_the_law_choice_is_stated_with_its_test() -> None:
@@ -144,28 +159,41 @@ def test_three_counts_without_a_spread_cannot_test_kappa() -> None:
 
 
 def test_the_chi_squared_tail_matches_published_critical_values() -> None:
-    table = {(1, 3.841): 0.05, (2, 5.991): 0.05, (3, 7.815): 0.05, (4, 9.488): 0.05,
-             (5, 11.070): 0.05, (10, 18.307): 0.05, (1, 6.635): 0.01, (3, 11.345): 0.01}
+    table = {
+        (1, 3.841): 0.05,
+        (2, 5.991): 0.05,
+        (3, 7.815): 0.05,
+        (4, 9.488): 0.05,
+        (5, 11.070): 0.05,
+        (10, 18.307): 0.05,
+        (1, 6.635): 0.01,
+        (3, 11.345): 0.01,
+    }
     for (df, x), tail in table.items():
         assert chi2_survival(x, df) == pytest.approx(tail, abs=2e-4)
 
 
-@pytest.mark.parametrize(("workers", "capacity"), [
-    ([1, 2], [1.0, 1.8]),  # two counts: nothing to fit
-    ([1, 2, 2, 2], [1.0, 1.8, 1.7, 1.9]),  # repeats are not new counts
-    ([1, 2, 4], [1.0, 0.0, 1.5]),  # a zero capacity is not a measurement
-])
+@pytest.mark.parametrize(
+    ("workers", "capacity"),
+    [
+        ([1, 2], [1.0, 1.8]),  # two counts: nothing to fit
+        ([1, 2, 2, 2], [1.0, 1.8, 1.7, 1.9]),  # repeats are not new counts
+        ([1, 2, 4], [1.0, 0.0, 1.5]),  # a zero capacity is not a measurement
+    ],
+)
 def test_too_little_to_fit_gives_none(workers: list[int], capacity: list[float]) -> None:
     assert fit(workers, capacity) is None
 
 
 # ---- the committed 16-core sample (issue 16's five series) -------------------------------------
 
-ISSUE_SERIES = [("cp313", "data-parallel", "threads", "tiny"),
-                ("cp313", "data-parallel", "processes", "tiny"),
-                ("cp313t", "data-parallel", "processes", "tiny"),
-                ("cp313", "loader", "threads/python", ""),
-                ("cp313", "loader", "processes/python", "")]
+ISSUE_SERIES = [
+    ("cp313", "data-parallel", "threads", "tiny"),
+    ("cp313", "data-parallel", "processes", "tiny"),
+    ("cp313t", "data-parallel", "processes", "tiny"),
+    ("cp313", "loader", "threads/python", ""),
+    ("cp313", "loader", "processes/python", ""),
+]
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +205,10 @@ def sixteen_core() -> dict[tuple[str, str, str, str], dict[str, Any]]:
 
 def raw_values(config: str) -> dict[str, list[float]]:
     data = json.loads((RAW / f"{config}.json").read_text())
-    return {b["metadata"]["name"]: [v for r in b["runs"] for v in r.get("values", [])]
-            for b in data["benchmarks"]}
+    return {
+        b["metadata"]["name"]: [v for r in b["runs"] for v in r.get("values", [])]
+        for b in data["benchmarks"]
+    }
 
 
 def linearised(workers: list[int], capacity: list[float]) -> tuple[float, float]:
@@ -207,15 +237,17 @@ def test_a_committed_series_is_read_from_its_raw_values(sixteen_core: dict, key:
         name = "/".join([workload, strategy, f"w{point['workers']}", *variant, model])
         mine = values[name.rstrip("/")]
         capacity = statistics.fmean(one) / statistics.fmean(mine)
-        relative = math.hypot(*(statistics.stdev(v) / statistics.fmean(v) / math.sqrt(len(v))
-                                for v in (mine, one)))
+        relative = math.hypot(
+            *(statistics.stdev(v) / statistics.fmean(v) / math.sqrt(len(v)) for v in (mine, one))
+        )
         assert point["capacity"] == pytest.approx(capacity, rel=1e-12)
         assert point["error"] == pytest.approx(capacity * relative, rel=1e-12)
 
 
 @pytest.mark.parametrize("key", ISSUE_SERIES, ids="-".join)
-def test_a_committed_series_is_fitted_inside_the_domain_at_its_best(sixteen_core: dict,
-                                                                  key: tuple) -> None:
+def test_a_committed_series_is_fitted_inside_the_domain_at_its_best(
+    sixteen_core: dict, key: tuple
+) -> None:
     found = sixteen_core[key]
     workers = [p["workers"] for p in found["curve"]]
     capacity = [p["capacity"] for p in found["curve"]]
@@ -225,8 +257,11 @@ def test_a_committed_series_is_fitted_inside_the_domain_at_its_best(sixteen_core
     n, c = np.array(workers[1:], dtype=float), np.array(capacity[1:])
     e = np.array([p["error"] for p in found["curve"][1:]])
     sigmas = np.linspace(0, 1, 2001)[:, None, None]
-    kappas = (np.concatenate([[0.0], np.geomspace(1e-6, 10, 2000)]) if found["law"] == "USL"
-              else np.zeros(1))[None, :, None]
+    kappas = (
+        np.concatenate([[0.0], np.geomspace(1e-6, 10, 2000)])
+        if found["law"] == "USL"
+        else np.zeros(1)
+    )[None, :, None]
     grid = np.sum(((c - n / (1 + sigmas * (n - 1) + kappas * n * (n - 1))) / e) ** 2, axis=-1)
     at_fit = np.array([gunther(x, found["sigma"], found["kappa"]) for x in n])
     reported = float(np.sum(((c - at_fit) / e) ** 2))
@@ -245,6 +280,8 @@ def test_the_committed_series_outside_the_domain_are_said_in_words(sixteen_core:
     assert not threads["sigma_has_reading"] and threads["law"] == "USL"
     loader = sixteen_core[("cp313", "loader", "processes/python", "")]
     assert loader["domain"].startswith("superlinear at N = 2, 4 ")
+
+
 def test_r_squared_is_one_minus_residual_over_total_variation() -> None:
     """Worked by hand on noisy points (total variation under 1, so its size matters too)."""
     measured, fitted = [1.0, 1.6, 1.9, 2.1], [1.0, 1.5, 2.0, 2.2]
@@ -262,6 +299,7 @@ def test_fit_of_noisy_points_reports_their_r_squared() -> None:
     assert found is not None
     curve = [n / (1 + found.sigma * (n - 1) + found.kappa * n * (n - 1)) for n in workers]
     mean = sum(capacity) / len(capacity)
-    expected = 1 - (sum((c - f) ** 2 for c, f in zip(capacity, curve))
-                    / sum((c - mean) ** 2 for c in capacity))
+    expected = 1 - (
+        sum((c - f) ** 2 for c, f in zip(capacity, curve)) / sum((c - mean) ** 2 for c in capacity)
+    )
     assert found.r2 == pytest.approx(expected, rel=1e-12) and found.r2 < 1

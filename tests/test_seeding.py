@@ -19,8 +19,11 @@ def test_no_module_defines_a_domain_number_of_its_own() -> None:
     found = []
     for path in [*ROOT.glob("harness/**/*.py"), *ROOT.glob("strategies/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and any(isinstance(t, ast.Name) and t.id.endswith("_DOMAIN") for t in node.targets)):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id.endswith("_DOMAIN") for t in node.targets)
+            ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert found == []
 

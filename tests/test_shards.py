@@ -34,7 +34,10 @@ def test_make_writes_shards_and_a_manifest_that_reads_back(tmp_path: Path) -> No
 
 
 def test_content_depends_on_seed_not_on_shard_size(tmp_path: Path) -> None:
-    a, b = open_shards(make(tmp_path / "a", shard_size=5)), open_shards(make(tmp_path / "b", shard_size=300))
+    a, b = (
+        open_shards(make(tmp_path / "a", shard_size=5)),
+        open_shards(make(tmp_path / "b", shard_size=300)),
+    )
     c = open_shards(make(tmp_path / "c", seed=4))
     order = np.random.default_rng(0).permutation(37)
     assert all(np.array_equal(x, y) for x, y in zip(a.read(order), b.read(order)))
@@ -51,8 +54,9 @@ def test_classes_are_learnable_templates_not_noise(tmp_path: Path) -> None:
     assert (nearest == labels).mean() > 0.9
 
 
-def test_interrupted_make_leaves_nothing_that_looks_complete(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_make_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real, calls = shards._write_file, []
 
     def interrupted(path: Path, array: np.ndarray) -> dict:
@@ -74,11 +78,14 @@ def test_a_folder_without_manifest_is_never_complete(tmp_path: Path) -> None:
         open_shards(root)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{", "is unreadable"),
-    ('{"format": "other", "version": 1}', "is not a ft-harness-shards version 1 manifest"),
-    ('{"format": "ft-harness-shards", "version": 1, "shards": [{}]}', "is malformed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "is unreadable"),
+        ('{"format": "other", "version": 1}', "is not a ft-harness-shards version 1 manifest"),
+        ('{"format": "ft-harness-shards", "version": 1, "shards": [{}]}', "is malformed"),
+    ],
+)
 def test_bad_manifest_is_named(tmp_path: Path, text: str, message: str) -> None:
     root = make(tmp_path / "set")
     (root / MANIFEST).write_text(text)
@@ -95,7 +102,9 @@ def test_missing_and_truncated_shards_fail_when_opened(tmp_path: Path) -> None:
     root = make(tmp_path / "other")
     with (root / "shard-00001.images.u8").open("r+b") as f:
         f.truncate(100)
-    with pytest.raises(HarnessError, match=r"shard-00001.images.u8 is truncated: 100 bytes, the manifest says 320"):
+    with pytest.raises(
+        HarnessError, match=r"shard-00001.images.u8 is truncated: 100 bytes, the manifest says 320"
+    ):
         open_shards(root)
 
 
@@ -120,10 +129,15 @@ def test_make_refuses_a_folder_with_files_and_fills_an_empty_one(tmp_path: Path)
         make(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"samples": 0}, "samples=0 must be >= 1"), ({"shard_size": 0}, "shard_size=0 must be >= 1"),
-    ({"seed": -1}, "seed=-1 must be >= 0"), ({"classes": 300}, r"classes=300 must be in \[2, 256\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"samples": 0}, "samples=0 must be >= 1"),
+        ({"shard_size": 0}, "shard_size=0 must be >= 1"),
+        ({"seed": -1}, "seed=-1 must be >= 0"),
+        ({"classes": 300}, r"classes=300 must be in \[2, 256\]"),
+    ],
+)
 def test_make_validates_its_options(tmp_path: Path, kwargs: dict, message: str) -> None:
     options = {"samples": 10, "shape": (8, 8), "classes": 4, "seed": 0, "shard_size": 4, **kwargs}
     with pytest.raises(HarnessError, match=message):
@@ -139,11 +153,28 @@ def test_parse_shape() -> None:
 
 def test_cli_data_make_and_check(tmp_path: Path) -> None:
     def harness(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "harness", "data", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "harness", "data", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
-    made = harness("make", "--dir", str(tmp_path / "set"), "--samples", "30", "--shape", "8x8",
-                   "--seed", "1", "--shard-size", "8", "--json")
+    made = harness(
+        "make",
+        "--dir",
+        str(tmp_path / "set"),
+        "--samples",
+        "30",
+        "--shape",
+        "8x8",
+        "--seed",
+        "1",
+        "--shard-size",
+        "8",
+        "--json",
+    )
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["shards"] == 4
     checked = harness("check", "--dir", str(tmp_path / "set"))
@@ -151,7 +182,10 @@ def test_cli_data_make_and_check(tmp_path: Path) -> None:
     (tmp_path / "set" / "shard-00003.labels.u8").write_bytes(b"\0" * 6)  # same size, other bytes
     failed = harness("check", "--dir", str(tmp_path / "set"))
     assert failed.returncode == 2 and failed.stdout == ""
-    assert failed.stderr.startswith("error: shard ") and "shard-00003.labels.u8 is corrupted" in failed.stderr
+    assert (
+        failed.stderr.startswith("error: shard ")
+        and "shard-00003.labels.u8 is corrupted" in failed.stderr
+    )
     assert failed.stderr.count("\n") == 1
 
 
@@ -175,24 +209,28 @@ def damaged(root: Path, field: str, value: object) -> None:
     (root / MANIFEST).write_text(json.dumps(manifest))  # NaN is written as NaN, as json allows
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("shape", [-8, 8], "shape.0 = -8 must be an integer >= 1"),
-    ("shape", [64], "shape = [64] must be [height, width]"),
-    ("shape", [2**40, 2**40], "does not match shard_size=5 and shape"),
-    ("samples", float("nan"), "samples = nan must be an integer >= 1"),
-    ("samples", 37.9, "samples = 37.9 must be an integer >= 1"),
-    ("samples", True, "samples = True must be an integer >= 1"),
-    ("classes", 1000, "classes = 1000 must be an integer in [2, 256]"),
-    ("shard_size", "5", "shard_size = '5' must be an integer >= 1"),
-    ("shards", [], "shards = [] must be a non-empty list"),
-    ("shards.0.labels", DELETE, "shards.0.labels.name is missing"),
-    ("shards.1.images.name", "../x", "shards.1.images.name = '../x' must be a file name"),
-    ("shards.1.images.name", "/etc/x", "shards.1.images.name = '/etc/x' must"),
-    ("shards.2.labels.size", -1, "shards.2.labels.size = -1 must be an integer >= 0"),
-    ("shards.0.images.sha256", "x" * 64, "shards.0.images.sha256 = 'xxxxx"),
-])
-def test_every_manifest_field_is_checked(tmp_path: Path, field: str, value: object,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("shape", [-8, 8], "shape.0 = -8 must be an integer >= 1"),
+        ("shape", [64], "shape = [64] must be [height, width]"),
+        ("shape", [2**40, 2**40], "does not match shard_size=5 and shape"),
+        ("samples", float("nan"), "samples = nan must be an integer >= 1"),
+        ("samples", 37.9, "samples = 37.9 must be an integer >= 1"),
+        ("samples", True, "samples = True must be an integer >= 1"),
+        ("classes", 1000, "classes = 1000 must be an integer in [2, 256]"),
+        ("shard_size", "5", "shard_size = '5' must be an integer >= 1"),
+        ("shards", [], "shards = [] must be a non-empty list"),
+        ("shards.0.labels", DELETE, "shards.0.labels.name is missing"),
+        ("shards.1.images.name", "../x", "shards.1.images.name = '../x' must be a file name"),
+        ("shards.1.images.name", "/etc/x", "shards.1.images.name = '/etc/x' must"),
+        ("shards.2.labels.size", -1, "shards.2.labels.size = -1 must be an integer >= 0"),
+        ("shards.0.images.sha256", "x" * 64, "shards.0.images.sha256 = 'xxxxx"),
+    ],
+)
+def test_every_manifest_field_is_checked(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
     root = make(tmp_path / "set")
     damaged(root, field, value)
     with pytest.raises(HarnessError) as info:
@@ -208,7 +246,9 @@ def test_a_shard_that_is_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> 
     outside = tmp_path / "elsewhere.u8"
     (root / "shard-00000.labels.u8").rename(outside)
     (root / "shard-00000.labels.u8").symlink_to(outside)
-    with pytest.raises(HarnessError, match=r"shard-00000.labels.u8 leads to .*elsewhere.u8, outside"):
+    with pytest.raises(
+        HarnessError, match=r"shard-00000.labels.u8 leads to .*elsewhere.u8, outside"
+    ):
         open_shards(root)
 
 
@@ -224,13 +264,28 @@ def test_a_lying_classes_is_caught_by_check_and_by_the_reader(tmp_path: Path) ->
         check_all(root)
 
 
-def test_training_on_a_lying_set_is_one_line(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_training_on_a_lying_set_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harness.__main__ import main
+
     root = make(tmp_path / "set", samples=200)
     damaged(root, "classes", 2)
-    status = main(["run", "--data", str(root), "--model", "64-8-2", "--batch", "32", "--steps", "2",
-                   "--microbatches", "4"])
+    status = main(
+        [
+            "run",
+            "--data",
+            str(root),
+            "--model",
+            "64-8-2",
+            "--batch",
+            "32",
+            "--steps",
+            "2",
+            "--microbatches",
+            "4",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "says classes=2" in err

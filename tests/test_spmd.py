@@ -40,6 +40,7 @@ def digest(**fields: Any) -> str:
 
 # ---- same results as serial ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_two_workers_give_the_serial_parameters_under_every_start_method(method: str) -> None:
     serial = digest(**SMALL)
@@ -57,8 +58,9 @@ def test_uneven_and_empty_shares_still_sum_in_serial_order(workers: int, microba
 
 
 def test_async_sgd_workers_update_one_shared_vector_and_lose_nothing_under_a_lock() -> None:
-    config = RunConfig(workload="async-sgd", strategy="spmd", workers=2, probe=True, updates=300,
-                       policy="lock")
+    config = RunConfig(
+        workload="async-sgd", strategy="spmd", workers=2, probe=True, updates=300, policy="lock"
+    )
     result = execute(config)
     # the oracle: every worker's integer deltas, counted without any strategy
     expected = probe_expected(probe_deltas(config.seed, 2, config.parameters), config.updates)
@@ -77,8 +79,9 @@ def test_a_bench_like_reuse_runs_each_workload_on_the_same_workers() -> None:
     probe = RunConfig(workload="async-sgd", strategy="spmd", workers=2, probe=True, updates=50)
     with open_strategy(config) as strategy:
         pids = strategy.worker_pids  # type: ignore[attr-defined]
-        digests = {strategy.run_workload(run_data_parallel, config)["params_sha256"]
-                   for _ in range(3)}
+        digests = {
+            strategy.run_workload(run_data_parallel, config)["params_sha256"] for _ in range(3)
+        }
         assert strategy.run_workload(run_async_sgd, probe)["exact"]
         assert strategy.worker_pids == pids  # type: ignore[attr-defined]
         assert all(map(psutil.pid_exists, pids))
@@ -88,12 +91,15 @@ def test_a_bench_like_reuse_runs_each_workload_on_the_same_workers() -> None:
 
 # ---- what does not run, and says so ------------------------------------------------------------
 
+
 def test_loader_is_refused_in_one_line() -> None:
-    proc = run_cli("--workload", "loader", "--strategy", "spmd", "--workers", "2",
-                   "--data", "/nope")
+    proc = run_cli(
+        "--workload", "loader", "--strategy", "spmd", "--workers", "2", "--data", "/nope"
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert re.fullmatch(r"error: the loader workload does not run on strategy 'spmd': .*\n",
-                        proc.stderr)
+    assert re.fullmatch(
+        r"error: the loader workload does not run on strategy 'spmd': .*\n", proc.stderr
+    )
     listing = run_cli_command("list").stdout
     assert re.search(r"^  spmd .*no loader", listing, re.MULTILINE)
 
@@ -105,6 +111,7 @@ def test_a_map_outside_run_workload_is_refused_instead_of_waiting_forever() -> N
 
 
 # ---- failing fast -------------------------------------------------------------------------------
+
 
 def refuse_on_rank_1(config: int, strategy: Any) -> None:
     """Two collectives, then rank 1 raises while rank 0 waits for it in the next one."""
@@ -157,15 +164,26 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run_cli_command(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, check=False,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def started(*extra: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
     """A long spmd run in a session of its own, once its 2 other workers are in the loop."""
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *LONG, *extra], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", *LONG, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert wait_until(lambda: len(workers_of(proc.pid)) == 2 and segments_of(proc.pid), 60)
     time.sleep(1.0)  # into the training loop
     return proc, workers_of(proc.pid)
@@ -175,8 +193,12 @@ def workers_of(pid: int) -> list[psutil.Process]:
     """Its descendants but multiprocessing's helpers (resource tracker, fork server)."""
     try:
         me = psutil.Process(pid)
-        helpers = {c.pid for c in me.children() if "from multiprocessing." in " ".join(c.cmdline())
-                   and "spawn_main" not in " ".join(c.cmdline())}
+        helpers = {
+            c.pid
+            for c in me.children()
+            if "from multiprocessing." in " ".join(c.cmdline())
+            and "spawn_main" not in " ".join(c.cmdline())
+        }
         return [p for p in me.children(recursive=True) if p.pid not in helpers]
     except psutil.Error:
         return []
@@ -208,8 +230,11 @@ def test_a_worker_killed_by_sigkill_ends_the_run_in_one_line(method: str) -> Non
     code = proc.wait(timeout=60)
     assert time.monotonic() - killed < FAIL_FAST_S
     assert code == 2 and proc.stdout.read() == ""
-    assert re.fullmatch(rf"error: spmd worker \d of 3 \(pid {workers[0].pid}\) was killed by "
-                        r"SIGKILL\n", proc.stderr.read())
+    assert re.fullmatch(
+        rf"error: spmd worker \d of 3 \(pid {workers[0].pid}\) was killed by "
+        r"SIGKILL\n",
+        proc.stderr.read(),
+    )
     assert gone(workers) and not segments_of(proc.pid)
 
 

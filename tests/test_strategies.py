@@ -8,9 +8,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator
 
 import numpy as np
 import psutil
@@ -60,7 +60,9 @@ def strategy(request: pytest.FixtureRequest) -> Iterator[Strategy]:
 
 
 def test_unknown_name_lists_known_ones() -> None:
-    with pytest.raises(HarnessError, match="unknown strategy 'gpu'; known: asyncio, blas, mpi, processes"):
+    with pytest.raises(
+        HarnessError, match="unknown strategy 'gpu'; known: asyncio, blas, mpi, processes"
+    ):
         get_strategy("gpu")
 
 
@@ -184,7 +186,9 @@ class StrategyLifecycle(RuleBasedStateMachine):
             self.strategy.close()
 
 
-StrategyLifecycle.TestCase.settings = settings(max_examples=30, stateful_step_count=12, deadline=None)
+StrategyLifecycle.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=12, deadline=None
+)
 test_strategy_lifecycle = StrategyLifecycle.TestCase
 
 
@@ -202,6 +206,7 @@ def test_register_adds_a_class_once_and_refuses_its_name_twice() -> None:
 
 
 # ---- faults: a dead worker, a stuck worker, Ctrl-C ---------------------------------------------
+
 
 def note_pid_then_sleep(args: tuple[np.ndarray, int]) -> int:
     shared, row = args
@@ -245,8 +250,11 @@ def test_killed_worker_raises_worker_died_naming_it(how: str) -> None:
                 else:
                     s.submit(note_pid_then_sleep, (shared, 0)).result()
         task = "task [01] of 2" if how == "map" else r"\(.*, 0\)"
-        assert re.fullmatch(rf"worker process {victim.result()} died \(signal 9, SIGKILL\) while "
-                            rf"running note_pid_then_sleep on ({task})", str(info.value))
+        assert re.fullmatch(
+            rf"worker process {victim.result()} died \(signal 9, SIGKILL\) while "
+            rf"running note_pid_then_sleep on ({task})",
+            str(info.value),
+        )
     assert not our_segments()
 
 
@@ -265,8 +273,9 @@ def test_close_stops_a_stuck_worker() -> None:
 
 
 # fork in a process whose other threads run (pytest-run-parallel) can deadlock the child
-@pytest.mark.parametrize("method", [pytest.param("fork", marks=pytest.mark.thread_unsafe),
-                                    "forkserver", "spawn"])
+@pytest.mark.parametrize(
+    "method", [pytest.param("fork", marks=pytest.mark.thread_unsafe), "forkserver", "spawn"]
+)
 def test_process_workers_ignore_ctrl_c(method: str) -> None:
     """The parent owns Ctrl-C. Before: a forkserver or spawn worker raised KeyboardInterrupt
     (and could die inside the pool's queue lock); a fork worker inherited the parent's handler."""
@@ -315,8 +324,9 @@ def in_threads(call: Callable[[int], object], rounds: int = 1) -> list[object]:
         return [(i, call(i)) for i in range(first, THREADS * rounds, THREADS)]
 
     with ThreadPoolExecutor(THREADS) as pool:
-        return [x for _, x in sorted(pair for part in pool.map(worker, range(THREADS))
-                                     for pair in part)]
+        return [
+            x for _, x in sorted(pair for part in pool.map(worker, range(THREADS)) for pair in part)
+        ]
 
 
 @pytest.fixture
@@ -342,6 +352,7 @@ def test_map_from_several_threads_at_once(name: str, frequent_switches: None) ->
 
 def test_lock_hands_out_each_index_once_to_concurrent_threads(frequent_switches: None) -> None:
     """Before: an unguarded counter gave 16-74 duplicate indices to 4 threads on 3.13t."""
+
     def take(_: int) -> object:
         try:
             return s.lock().index

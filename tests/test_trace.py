@@ -24,10 +24,12 @@ def traced(path: Path, **settings: object) -> tuple[dict, list[dict]]:
     return result, trace.read_events(str(path))
 
 
-@pytest.mark.parametrize(("strategy", "workers"), [("threads", 2), ("processes", 2),
-                                                   ("asyncio", 2), ("serial", 1)])
-def test_every_task_is_recorded_once_inside_its_map(tmp_path: Path, strategy: str,
-                                                    workers: int) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "workers"), [("threads", 2), ("processes", 2), ("asyncio", 2), ("serial", 1)]
+)
+def test_every_task_is_recorded_once_inside_its_map(
+    tmp_path: Path, strategy: str, workers: int
+) -> None:
     """Catches lost or duplicated task records, timestamps from another clock (a process
     worker's task outside the caller's map span), and results changed by tracing."""
     result, events = traced(tmp_path / "t.jsonl", strategy=strategy, workers=workers)
@@ -35,7 +37,8 @@ def test_every_task_is_recorded_once_inside_its_map(tmp_path: Path, strategy: st
     tasks = [e for e in events if e["name"] == "task"]
     assert len(maps) == SMALL["steps"]
     assert sorted((t["args"]["step"], t["args"]["index"]) for t in tasks) == [
-        (s, i) for s in range(SMALL["steps"]) for i in range(SMALL["microbatches"])]
+        (s, i) for s in range(SMALL["steps"]) for i in range(SMALL["microbatches"])
+    ]
     for t in tasks:
         m = maps[t["args"]["step"]]["args"]
         assert m["start_ns"] <= t["args"]["start_ns"] <= t["args"]["end_ns"] <= m["end_ns"]
@@ -58,23 +61,40 @@ def test_a_failing_run_writes_no_trace_and_uninstalls_the_recorder(tmp_path: Pat
 
 
 def event(name: str, start: int, end: int, tid: int = 1, **args: int) -> dict:
-    return {"ph": "X", "name": name, "pid": 7, "tid": tid, "ts": start / 1000,
-            "dur": (end - start) / 1000, "args": {"start_ns": start, "end_ns": end, **args}}
+    return {
+        "ph": "X",
+        "name": name,
+        "pid": 7,
+        "tid": tid,
+        "ts": start / 1000,
+        "dur": (end - start) / 1000,
+        "args": {"start_ns": start, "end_ns": end, **args},
+    }
 
 
 def test_breakdown_of_a_hand_made_trace() -> None:
     """Figures computed by hand: run 0..40, start-up 0..5, maps 5..15 and 20..30, the gap
     15..20; the caller computes 5..15 and 20..25, worker 2 computes 5..9."""
-    events = [{"ph": "M", "name": "thread_name", "pid": 7, "tid": 1, "args": {"name": "Main"}},
-              event("run", 0, 40), event("start-up", 0, 5), event("map", 5, 15, step=0),
-              event("outside map", 15, 20, step=0), event("map", 20, 30, step=1),
-              event("task", 5, 15, step=0, index=0), event("task", 20, 25, step=1, index=0),
-              event("task", 5, 9, tid=2, step=0, index=1)]
+    events = [
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 1, "args": {"name": "Main"}},
+        event("run", 0, 40),
+        event("start-up", 0, 5),
+        event("map", 5, 15, step=0),
+        event("outside map", 15, 20, step=0),
+        event("map", 20, 30, step=1),
+        event("task", 5, 15, step=0, index=0),
+        event("task", 20, 25, step=1, index=0),
+        event("task", 5, 9, tid=2, step=0, index=1),
+    ]
     t = timeline_of(events)
     rows = {r["worker"]: r for r in breakdown(t)}
     caller, other = rows["caller (pid 7, Main)"], rows["pid 7, ?"]
     assert (caller["compute_s"], caller["waiting_s"], caller["serial_s"], caller["startup_s"]) == (
-        15e-9, 5e-9, 5e-9, 5e-9)
+        15e-9,
+        5e-9,
+        5e-9,
+        5e-9,
+    )
     assert (other["compute_s"], other["waiting_s"], other["tasks"]) == (4e-9, 16e-9, 1)
     total = totals(t)
     assert total["serial_fraction"] == 5 / 25 and total["efficiency_in_maps"] == 19 / 40
@@ -90,13 +110,24 @@ def test_trace_command_writes_table_plot_and_viewer_file(tmp_path: Path) -> None
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("args", [("run", "--steps", "2", "--trace", "/nonexistent/dir/t.jsonl"),
-                                  ("run", "--strategy", "mpi", "--trace", "t.jsonl"),
-                                  ("trace", "/nonexistent.jsonl", "-o", "/tmp/x")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--steps", "2", "--trace", "/nonexistent/dir/t.jsonl"),
+        ("run", "--strategy", "mpi", "--trace", "t.jsonl"),
+        ("trace", "/nonexistent.jsonl", "-o", "/tmp/x"),
+    ],
+)
 def test_bad_trace_input_is_one_error_line(args: tuple[str, ...]) -> None:
     proc = harness(*args)
     assert proc.returncode == 2 and proc.stdout == ""

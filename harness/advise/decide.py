@@ -40,11 +40,19 @@ class Row:
         return f"{self.strategy} x{self.workers}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "workers": self.workers, "rate_per_s": self.rate,
-                "values": self.values, "speedup": self.speedup, "significant": self.significant,
-                "efficiency": self.efficiency, "peak_rss_mb": self.peak_rss_mb,
-                "gil_enabled": self.gil_enabled, "unsafe": self.unsafe or None,
-                "error": self.error or None}
+        return {
+            "strategy": self.strategy,
+            "workers": self.workers,
+            "rate_per_s": self.rate,
+            "values": self.values,
+            "speedup": self.speedup,
+            "significant": self.significant,
+            "efficiency": self.efficiency,
+            "peak_rss_mb": self.peak_rss_mb,
+            "gil_enabled": self.gil_enabled,
+            "unsafe": self.unsafe or None,
+            "error": self.error or None,
+        }
 
 
 def unsafe_reason(found: Measured, serial: Measured | None) -> str:
@@ -85,15 +93,32 @@ def table_row(found: Measured, serial: Measured | None) -> Row:
         speedup = rate / median(serial.rates)
         significant = significance(serial.rates, found.rates)[0]
         efficiency = speedup / (found.total_threads or found.candidate.workers)
-    return Row(found.candidate.strategy, found.candidate.workers, rate, len(found.rates), speedup,
-               significant, efficiency, found.peak_rss_mb, found.gil_enabled,
-               unsafe_reason(found, serial), found.error or "")
+    return Row(
+        found.candidate.strategy,
+        found.candidate.workers,
+        rate,
+        len(found.rates),
+        speedup,
+        significant,
+        efficiency,
+        found.peak_rss_mb,
+        found.gil_enabled,
+        unsafe_reason(found, serial),
+        found.error or "",
+    )
 
 
 def recommend(rows: list[Row]) -> Row | None:
     """The fastest safe row significantly faster than serial; None means: stay serial."""
-    winners = [r for r in rows if not r.unsafe and not r.error and r.strategy != SERIAL
-               and r.significant and (r.speedup or 0) > 1]
+    winners = [
+        r
+        for r in rows
+        if not r.unsafe
+        and not r.error
+        and r.strategy != SERIAL
+        and r.significant
+        and (r.speedup or 0) > 1
+    ]
     return max(winners, key=lambda r: r.rate, default=None)
 
 
@@ -114,7 +139,11 @@ def strategy_reason(strategy: str, rows: list[Row], parameters: int | None) -> s
     if not usable:
         return f"{strategy}: could not run ({rows[0].error or 'no values'})"
     best = max(usable, key=lambda r: r.rate)
-    verdict = f"{best.speedup:.2f}x serial" if best.significant else "not significantly different from serial"
+    verdict = (
+        f"{best.speedup:.2f}x serial"
+        if best.significant
+        else "not significantly different from serial"
+    )
     return f"{strategy} x{best.workers}: {verdict}{why(strategy, best, parameters)}"
 
 
@@ -126,10 +155,16 @@ def why(strategy: str, best: Row, parameters: int | None) -> str:
         return " (GIL-bound: this interpreter runs one thread of Python at a time)"
     if strategy == "blas":
         size = f", {parameters:,} parameters" if parameters else ""
-        return (" (BLAS threads help: the matrix products dominate)" if gained
-                else f" (BLAS threads do not help: the model is too small{size})")
+        return (
+            " (BLAS threads help: the matrix products dominate)"
+            if gained
+            else f" (BLAS threads do not help: the model is too small{size})"
+        )
     if slower and best.peak_rss_mb:
-        return f" (slower than serial: the cost of moving work to workers dominates; peak RSS {best.peak_rss_mb:.0f} MB)"
+        return (
+            " (slower than serial: the cost of moving work to workers dominates; "
+            f"peak RSS {best.peak_rss_mb:.0f} MB)"
+        )
     return ""
 
 
@@ -137,7 +172,14 @@ def advice(measured: dict[Candidate, Measured], parameters: int | None) -> dict[
     """The table, the recommendation and its reasons, as data."""
     rows = rank(measured)
     pick = recommend(rows)
-    summary = (f"use {pick.strategy} with {pick.workers} workers: {pick.speedup:.2f}x serial"
-               if pick else "stay serial: no safe strategy was significantly faster than serial here")
-    return {"rows": [r.as_dict() for r in rows], "recommendation": pick.as_dict() if pick else None,
-            "summary": summary, "reasons": reasons(rows, parameters)}
+    summary = (
+        f"use {pick.strategy} with {pick.workers} workers: {pick.speedup:.2f}x serial"
+        if pick
+        else "stay serial: no safe strategy was significantly faster than serial here"
+    )
+    return {
+        "rows": [r.as_dict() for r in rows],
+        "recommendation": pick.as_dict() if pick else None,
+        "summary": summary,
+        "reasons": reasons(rows, parameters),
+    }

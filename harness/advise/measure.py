@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from harness import HarnessError
 from harness.bench.matrix import Cell, spec_for
@@ -70,9 +71,12 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def strategies_for(config: RunConfig, only: tuple[str, ...] | None = None) -> tuple[list[str], list[str]]:
+def strategies_for(
+    config: RunConfig, only: tuple[str, ...] | None = None
+) -> tuple[list[str], list[str]]:
     """(strategies to try, notes on those that cannot run this workload here)."""
     from strategies import REGISTRY, get_strategy
+
     for name in only or ():
         get_strategy(name)  # an unknown name is an error listing the known ones
     usable, notes = [], []
@@ -106,7 +110,10 @@ def grown(plan: Plan, limit: int) -> list[Candidate]:
     for strategy, top in tops.items():
         if strategy == SERIAL or top >= limit:
             continue
-        below, last = plan.measured.get(Candidate(strategy, top - 1)), plan.measured[Candidate(strategy, top)]
+        below, last = (
+            plan.measured.get(Candidate(strategy, top - 1)),
+            plan.measured[Candidate(strategy, top)],
+        )
         if below and gained(below.rates, last.rates):
             more.append(Candidate(strategy, top + 1))
     return more
@@ -124,8 +131,12 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def run_plan(config: RunConfig, budget_s: float, log: Callable[[str], None],
-             only: tuple[str, ...] | None = None) -> Plan:
+def run_plan(
+    config: RunConfig,
+    budget_s: float,
+    log: Callable[[str], None],
+    only: tuple[str, ...] | None = None,
+) -> Plan:
     """Measure until every sweep has stopped growing or the budget is spent."""
     spec_for(config.workload)  # a workload without a bench spec cannot be timed: say so first
     plan = Plan(config=config, budget_s=budget_s)
@@ -142,14 +153,18 @@ def run_plan(config: RunConfig, budget_s: float, log: Callable[[str], None],
     return plan
 
 
-def rounds(plan: Plan, candidates: list[Candidate], wanted: int, log: Callable[[str], None]) -> bool:
+def rounds(
+    plan: Plan, candidates: list[Candidate], wanted: int, log: Callable[[str], None]
+) -> bool:
     """Interleaved rounds until each candidate has `wanted` values; False if the budget ran out."""
     per_round = None
     while min(len(plan.measured[c].rates) for c in candidates) < wanted:
         if per_round is not None and per_round > plan.left_s():
             missing = [c.name for c in candidates if len(plan.measured[c].rates) < wanted]
-            plan.skipped.append(f"stopped after {plan.rounds} rounds to stay within "
-                                f"{plan.budget_s:.0f} s; short of values: {', '.join(missing)}")
+            plan.skipped.append(
+                f"stopped after {plan.rounds} rounds to stay within "
+                f"{plan.budget_s:.0f} s; short of values: {', '.join(missing)}"
+            )
             return False
         start = time.monotonic()
         for candidate in candidates:
@@ -167,6 +182,7 @@ def measure_once(base: RunConfig, found: Measured) -> None:
     """Warm-up, one timed run, the checks; an error marks the candidate, not the whole advice."""
     from harness.bench.main import cell_bench
     from harness.workloads.loader import PeakRss
+
     c = found.candidate
     config = base.replace(strategy=c.strategy, workers=c.workers)
     bench = cell_bench(Cell(config.workload, c.strategy, c.workers, "", config.model), config)
@@ -184,6 +200,7 @@ def measure_once(base: RunConfig, found: Measured) -> None:
 
 def bench_is_job(strategy: str) -> bool:
     from strategies import get_strategy
+
     return get_strategy(strategy).bench_as_job
 
 
@@ -208,6 +225,7 @@ def record(found: Measured, result: dict[str, Any], bench: Any, rss_mb: float) -
 
 def _gil_here() -> bool:
     from harness.envinfo import gil_enabled
+
     return gil_enabled()
 
 

@@ -33,8 +33,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import psutil
 import pyperf
@@ -42,8 +43,21 @@ import pyperf
 from harness import HarnessError
 from harness.atomic import check_output_file, write_with
 from harness.bench import measure
-from harness.bench.matrix import (DATA_SEED, DATA_SHAPE, PLAIN, PRESETS, Cell, Plan, Preset,
-                                  Selection, cli_text, get_preset, plan, spec_for, variant_name)
+from harness.bench.matrix import (
+    DATA_SEED,
+    DATA_SHAPE,
+    PLAIN,
+    PRESETS,
+    Cell,
+    Plan,
+    Preset,
+    Selection,
+    cli_text,
+    get_preset,
+    plan,
+    spec_for,
+    variant_name,
+)
 from harness.config import RunConfig, run_options
 from harness.envinfo import gil_enabled
 from harness.workloads import get_workload
@@ -51,21 +65,38 @@ from strategies import Strategy, get_strategy, open_strategy
 from strategies.base import blas_summary
 
 PROGRAM = ("-m", "harness", "bench")  # how pyperf starts a worker: the same entry point as ours
-LISTS = {"workloads": str, "strategies": str, "workers": int, "variants": variant_name, "models": str}
+LISTS = {
+    "workloads": str,
+    "strategies": str,
+    "workers": int,
+    "variants": variant_name,
+    "models": str,
+}
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Our options, on pyperf's own parser (so `--help` shows both and workers accept them)."""
     group = parser.add_argument_group("ft-harness matrix")
-    group.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                       help="the matrix and its run sizes (default: quick)")
+    group.add_argument(
+        "--preset",
+        default="quick",
+        choices=sorted(PRESETS),
+        help="the matrix and its run sizes (default: quick)",
+    )
     for name, kind in LISTS.items():
-        group.add_argument(f"--{name}", type=comma_list(kind), metavar="A,B",
-                           help=f"explicit {name}: the matrix becomes the product of the lists given "
-                                "and the preset's values for the others"
-                                + (f" ('{PLAIN}': no variant)" if name == "variants" else ""))
-    group.add_argument("--data-dir", help="the on-disk sample set for loader/disk cells "
-                                          "(default: made once under the project cache)")
+        group.add_argument(
+            f"--{name}",
+            type=comma_list(kind),
+            metavar="A,B",
+            help=f"explicit {name}: the matrix becomes the product of the lists given "
+            "and the preset's values for the others"
+            + (f" ('{PLAIN}': no variant)" if name == "variants" else ""),
+        )
+    group.add_argument(
+        "--data-dir",
+        help="the on-disk sample set for loader/disk cells "
+        "(default: made once under the project cache)",
+    )
     group.add_argument("--out", help="write the pyperf JSON suite here, atomically, at the end")
 
 
@@ -75,6 +106,7 @@ def comma_list(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
             return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+
     return parse
 
 
@@ -143,6 +175,7 @@ def selection_of(args: argparse.Namespace) -> Selection:
 
 # ---- one cell in one worker process --------------------------------------------------------------
 
+
 class CellBench:
     """The time function of one cell: fn(loops) -> seconds spent in the workload's timed loop.
     The workload runs here, on a pool opened once (outside any timing) by the first call."""
@@ -164,7 +197,9 @@ class CellBench:
             self._open()
         result = self._run(self.config)
         self._check(result)
-        measure.record_run(result, self.spec.digest_key, self.workload.facts, *self._context(result))
+        measure.record_run(
+            result, self.spec.digest_key, self.workload.facts, *self._context(result)
+        )
         return result
 
     def _open(self) -> None:
@@ -191,8 +226,10 @@ class CellBench:
     def _check(self, result: dict[str, Any]) -> None:
         done = result[self.spec.units_key]
         if done != self.units:
-            raise HarnessError(f"{self.cell.name}: the run did {done} {self.spec.unit}s, the bench "
-                               f"divided by {self.units}; fix WorkloadSpec.units")
+            raise HarnessError(
+                f"{self.cell.name}: the run did {done} {self.spec.unit}s, the bench "
+                f"divided by {self.units}; fix WorkloadSpec.units"
+            )
 
     def close(self) -> None:
         if self.strategy is not None:
@@ -213,8 +250,10 @@ class JobCellBench(CellBench):
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise HarnessError(f"{self.cell.name}: `{shlex.join(command)}` exited with status "
-                               f"{proc.returncode}: {last}")
+            raise HarnessError(
+                f"{self.cell.name}: `{shlex.join(command)}` exited with status "
+                f"{proc.returncode}: {last}"
+            )
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
 
@@ -235,6 +274,7 @@ def changed_options(config: RunConfig) -> list[str]:
 
 # ---- the manager: progress, data, output ----------------------------------------------------------
 
+
 class Progress:
     """`[k/n] name  elapsed m:ss, about m:ss left` before each benchmark (mean time per cell so far)."""
 
@@ -243,9 +283,14 @@ class Progress:
 
     def before(self, name: str) -> None:
         elapsed = time.monotonic() - self.start
-        left = (f"about {clock(elapsed / self.done * (self.total - self.done))} left"
-                if self.done else "estimating time left")
-        print(f"[{self.done + 1}/{self.total}] {name}  elapsed {clock(elapsed)}, {left}", flush=True)
+        left = (
+            f"about {clock(elapsed / self.done * (self.total - self.done))} left"
+            if self.done
+            else "estimating time left"
+        )
+        print(
+            f"[{self.done + 1}/{self.total}] {name}  elapsed {clock(elapsed)}, {left}", flush=True
+        )
 
     def after(self) -> None:
         self.done += 1
@@ -261,22 +306,34 @@ def clock(seconds: float) -> str:
 
 def default_data_dir(preset: Preset) -> str:
     from harness.toolchain import cache_dir
+
     height, width = DATA_SHAPE
-    return str(cache_dir() / "bench-data" / f"{preset.data_samples}x{height}x{width}-seed{DATA_SEED}")
+    return str(
+        cache_dir() / "bench-data" / f"{preset.data_samples}x{height}x{width}-seed{DATA_SEED}"
+    )
 
 
 def ensure_data(path: str, preset: Preset) -> None:
     """Make the sample set once (atomically); later benches verify and reuse it."""
     from harness.data.shards import MANIFEST, check_all, make_shards
+
     if (Path(path) / MANIFEST).exists():
         found = check_all(path)
         if found.samples != preset.data_samples or tuple(found.shape) != DATA_SHAPE:
-            raise HarnessError(f"{path} holds {found.samples} samples of {found.shape}; preset "
-                               f"{preset.name} needs {preset.data_samples} of {DATA_SHAPE}")
+            raise HarnessError(
+                f"{path} holds {found.samples} samples of {found.shape}; preset "
+                f"{preset.name} needs {preset.data_samples} of {DATA_SHAPE}"
+            )
         return
     print(f"making the bench's sample set in {path}", flush=True)
-    make_shards(path, samples=preset.data_samples, shape=DATA_SHAPE, classes=10, seed=DATA_SEED,
-                shard_size=256)
+    make_shards(
+        path,
+        samples=preset.data_samples,
+        shape=DATA_SHAPE,
+        classes=10,
+        seed=DATA_SEED,
+        shard_size=256,
+    )
 
 
 def write_suite(benchmarks: Sequence[pyperf.Benchmark], out: str) -> None:
@@ -287,13 +344,18 @@ def write_suite(benchmarks: Sequence[pyperf.Benchmark], out: str) -> None:
 
 # ---- the script -----------------------------------------------------------------------------------
 
+
 def make_runner(argv: list[str]) -> pyperf.Runner:
     """pyperf's Runner with the preset's defaults (so -p/-n/... still override them)."""
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--preset", default="quick")
     preset = get_preset(early.parse_known_args(argv)[0].preset)
-    runner = pyperf.Runner(**preset.pyperf, program_args=PROGRAM, add_cmdline_args=forward_arguments,
-                           hooks=[measure.HookEntry])
+    runner = pyperf.Runner(
+        **preset.pyperf,
+        program_args=PROGRAM,
+        add_cmdline_args=forward_arguments,
+        hooks=[measure.HookEntry],
+    )
     runner.argparser.prog = "python -m harness bench"
     # bad options are one line `error: ...` and exit 2, as everywhere in the CLI
     runner.argparser.error = one_line_error  # type: ignore[method-assign]
@@ -301,7 +363,9 @@ def make_runner(argv: list[str]) -> pyperf.Runner:
     return runner
 
 
-def prepare_manager(runner: pyperf.Runner, args: argparse.Namespace, preset: Preset, todo: Plan) -> None:
+def prepare_manager(
+    runner: pyperf.Runner, args: argparse.Namespace, preset: Preset, todo: Plan
+) -> None:
     """Only the manager: the skip notes (first: they explain an empty plan), pass-through
     variables, the hook, the data set."""
     for cell, reason in todo.skipped:
@@ -314,8 +378,9 @@ def prepare_manager(runner: pyperf.Runner, args: argparse.Namespace, preset: Pre
         ensure_data(args.data_dir, preset)
 
 
-def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
-              progress: Progress | None) -> list[pyperf.Benchmark]:
+def run_cells(
+    runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str, progress: Progress | None
+) -> list[pyperf.Benchmark]:
     found = []
     for cell in todo.cells:
         config = preset.config(cell, data_dir)
@@ -323,8 +388,12 @@ def run_cells(runner: pyperf.Runner, preset: Preset, todo: Plan, data_dir: str,
             progress.before(cell.name)
         bench = cell_bench(cell, config)
         try:
-            result = runner.bench_time_func(cell.name, bench, inner_loops=bench.units,
-                                            metadata=measure.cell_metadata(cell, config))
+            result = runner.bench_time_func(
+                cell.name,
+                bench,
+                inner_loops=bench.units,
+                metadata=measure.cell_metadata(cell, config),
+            )
         except RuntimeError as exc:  # pyperf's manager: a worker exited non-zero
             Stop.check()  # it was stopped by Ctrl-C: no error of its own to report
             raise HarnessError(f"{cell.name}: {exc} (the worker's traceback is above)") from None
@@ -364,7 +433,10 @@ def run_bench(argv: list[str]) -> int:
     benchmarks = run_cells(runner, preset, todo, args.data_dir, progress)
     if args.out:
         write_suite(benchmarks, args.out)
-        print(f"wrote {args.out}: {len(benchmarks)} benchmarks in {clock(progress.elapsed())}", flush=True)
+        print(
+            f"wrote {args.out}: {len(benchmarks)} benchmarks in {clock(progress.elapsed())}",
+            flush=True,
+        )
     return 0
 
 

@@ -15,8 +15,9 @@ Standard library and harness only: no pyperf here (the report parses names with 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from harness import HarnessError
 from harness.config import RunConfig
@@ -54,7 +55,9 @@ class WorkloadSpec:
     misfit: Callable[[RunConfig], str] | None = None  # why a cell cannot run ("" if it can)
 
 
-PLAIN = "plain"  # on the command line (--variants): the cell without a variant, e.g. plain,allreduce
+PLAIN = (
+    "plain"  # on the command line (--variants): the cell without a variant, e.g. plain,allreduce
+)
 
 
 def variant_name(text: str) -> str:
@@ -69,22 +72,27 @@ def cli_text(value: Any) -> str:
 def specs() -> dict[str, WorkloadSpec]:
     """Every registered workload that declares how to bench it."""
     from harness.workloads import WORKLOADS, load_workloads
+
     load_workloads()
     return {name: w.bench for name, w in WORKLOADS.items() if w.bench is not None}
 
 
 def spec_for(workload: str) -> WorkloadSpec:
     from harness.workloads import workload_plugin
+
     spec = workload_plugin(workload).bench
     if spec is None:
-        raise HarnessError(f"workload {workload!r} declares no bench spec (the `bench=` of its "
-                           f"registration); workloads with one: {', '.join(specs())}")
+        raise HarnessError(
+            f"workload {workload!r} declares no bench spec (the `bench=` of its "
+            f"registration); workloads with one: {', '.join(specs())}"
+        )
     return spec
 
 
 def strategy_variants(strategy: str) -> dict[str, dict[str, Any]]:
     """A strategy's own knobs as variants (its class's `bench_variants`); none if unknown."""
     from strategies import REGISTRY
+
     cls = REGISTRY.get(strategy)
     return dict(cls.bench_variants) if cls is not None else {}
 
@@ -151,12 +159,21 @@ class Preset:
         """The RunConfig fields of one cell (data still as the DATA placeholder)."""
         spec, variants = spec_for(cell.workload), variants_for(cell.workload, cell.strategy)
         if cell.variant not in variants:
-            raise HarnessError(f"{cell.workload} under {cell.strategy} has no variant {cell.variant!r}; "
-                               f"known: {', '.join(v or '(none)' for v in variants)}")
+            raise HarnessError(
+                f"{cell.workload} under {cell.strategy} has no variant {cell.variant!r}; "
+                f"known: {', '.join(v or '(none)' for v in variants)}"
+            )
         model = {"model": cell.model} if spec.uses_model and cell.model else {}
-        return {"seed": self.seed, **self.settings.get(cell.workload, {}), **variants[cell.variant],
-                **self.settings.get(f"{cell.workload}/{cell.variant}", {}), **model,
-                "workload": cell.workload, "strategy": cell.strategy, "workers": cell.workers}
+        return {
+            "seed": self.seed,
+            **self.settings.get(cell.workload, {}),
+            **variants[cell.variant],
+            **self.settings.get(f"{cell.workload}/{cell.variant}", {}),
+            **model,
+            "workload": cell.workload,
+            "strategy": cell.strategy,
+            "workers": cell.workers,
+        }
 
     def config(self, cell: Cell, data_dir: str) -> RunConfig:
         fields = self.fields(cell)
@@ -168,8 +185,12 @@ class Preset:
         return any(self.fields(cell).get("data") == DATA for cell in cells)
 
 
-def grid(workload: str, pairs: Sequence[tuple[str, int]], variants: Sequence[str] = ("",),
-         models: Sequence[str] = ("",)) -> tuple[Cell, ...]:
+def grid(
+    workload: str,
+    pairs: Sequence[tuple[str, int]],
+    variants: Sequence[str] = ("",),
+    models: Sequence[str] = ("",),
+) -> tuple[Cell, ...]:
     """Every (strategy, workers) pair for every variant and model."""
     return tuple(Cell(workload, s, w, v, m) for v in variants for m in models for s, w in pairs)
 
@@ -191,23 +212,31 @@ class PresetInfo:
 PRESETS: dict[str, PresetInfo] = {
     "quick": PresetInfo(
         description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
-                    "the three update policies and the Python-augmented loader; minutes",
+        "the three update policies and the Python-augmented loader; minutes",
         # About 0.05-0.3 s per run; 3 processes x (1 warm-up + 3 values): the whole preset takes
         # about 1 minute per configuration on 2 cores, mostly pyperf's process start-ups.
-        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1}, data_samples=512),
+        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1},
+        data_samples=512,
+    ),
     "full": PresetInfo(
         description="every strategy at 1/2/4 workers, tiny and large models, every policy and "
-                    "augmentation, strategies' own variants, pyperf's default 20 processes; "
-                    "for real studies (hours on 2 cores)",
-        pyperf={"processes": 20, "values": 3, "warmups": 1, "loops": 1}, data_samples=4096),
+        "augmentation, strategies' own variants, pyperf's default 20 processes; "
+        "for real studies (hours on 2 cores)",
+        pyperf={"processes": 20, "values": 3, "warmups": 1, "loops": 1},
+        data_samples=4096,
+    ),
     "scaling": PresetInfo(
         description="scaling curves for machines with 8 or more cores: 1 to 16 workers, each step "
-                    "split into 64 microbatches of 64 rows (16 workers still get 4 each); minutes",
+        "split into 64 microbatches of 64 rows (16 workers still get 4 each); minutes",
         # a strategy whose runs are whole jobs (1-2 s each) gets 9 runs per cell, not 12
-        pyperf={"processes": 3, "values": 2, "warmups": 1, "loops": 1}, data_samples=2048),
+        pyperf={"processes": 3, "values": 2, "warmups": 1, "loops": 1},
+        data_samples=2048,
+    ),
     "smoke": PresetInfo(
         description="a few very short cells for the test suite: checks plumbing, not speed",
-        pyperf={"processes": 2, "values": 3, "warmups": 0, "loops": 1}, data_samples=256),
+        pyperf={"processes": 2, "values": 3, "warmups": 0, "loops": 1},
+        data_samples=256,
+    ),
 }
 
 
@@ -224,10 +253,20 @@ def get_preset(name: str) -> Preset:
         if part is None:
             continue
         cells += [cell for g in part.grids for cell in g] + _strategy_cells(name, workload, part)
-        settings.update({f"{workload}/{v}" if v else workload: dict(fields)
-                         for v, fields in part.settings.items()})
-    return Preset(name=name, cells=tuple(dict.fromkeys(cells)), settings=settings,
-                  pyperf=info.pyperf, data_samples=info.data_samples, description=info.description)
+        settings.update(
+            {
+                f"{workload}/{v}" if v else workload: dict(fields)
+                for v, fields in part.settings.items()
+            }
+        )
+    return Preset(
+        name=name,
+        cells=tuple(dict.fromkeys(cells)),
+        settings=settings,
+        pyperf=info.pyperf,
+        data_samples=info.data_samples,
+        description=info.description,
+    )
 
 
 def _strategy_cells(preset: str, workload: str, part: PresetPart) -> list[Cell]:
@@ -235,12 +274,17 @@ def _strategy_cells(preset: str, workload: str, part: PresetPart) -> list[Cell]:
     the shapes (variant, model) of the workload's first grid; a strategy's own variant replaces
     the workload's plain one."""
     from strategies import REGISTRY
+
     shapes = list(dict.fromkeys((c.variant, c.model) for c in part.grids[0]))
     found = []
     for name, cls in REGISTRY.items():
         for variant, workers in cls.bench_cells.get(preset, {}).get(workload, {}).items():
-            found += [Cell(workload, name, w, variant or v, m) for v, m in shapes for w in workers
-                      if not variant or v == ""]
+            found += [
+                Cell(workload, name, w, variant or v, m)
+                for v, m in shapes
+                for w in workers
+                if not variant or v == ""
+            ]
     return found
 
 
@@ -258,7 +302,9 @@ class Selection:
         return all(getattr(self, name) is None for name in self.__dataclass_fields__)
 
     def as_dict(self) -> dict[str, list[Any]]:
-        return {k: list(v) for k in self.__dataclass_fields__ if (v := getattr(self, k)) is not None}
+        return {
+            k: list(v) for k in self.__dataclass_fields__ if (v := getattr(self, k)) is not None
+        }
 
 
 @dataclass
@@ -278,20 +324,27 @@ def select(preset: Preset, selection: Selection) -> list[Cell]:
 
 def _product(preset: Preset, selection: Selection, workload: str) -> list[Cell]:
     spec, own = spec_for(workload), [c for c in preset.cells if c.workload == workload]
-    runs = _pairs([(c.strategy, c.workers) for c in own] or [("serial", 1)],
-                  selection.strategies, selection.workers)
+    runs = _pairs(
+        [(c.strategy, c.workers) for c in own] or [("serial", 1)],
+        selection.strategies,
+        selection.workers,
+    )
     known = {v for s, _ in runs for v in variants_for(workload, s)}
     variants = None if selection.variants is None else [v for v in selection.variants if v in known]
-    shapes = _pairs([(c.variant, c.model) for c in own] or [(next(iter(spec.variants)), "tiny")],
-                    variants, selection.models if spec.uses_model else None)
+    shapes = _pairs(
+        [(c.variant, c.model) for c in own] or [(next(iter(spec.variants)), "tiny")],
+        variants,
+        selection.models if spec.uses_model else None,
+    )
     # serial uses one thread whatever it is told: its one cell is w1 (the baseline of the others)
     cells = (Cell(workload, s, 1 if s == "serial" else w, v, m) for v, m in shapes for s, w in runs)
     # a strategy's own variant goes with that strategy only (no threads/allreduce)
     return list(dict.fromkeys(c for c in cells if c.variant in variants_for(workload, c.strategy)))
 
 
-def _pairs(pairs: list[tuple[Any, Any]], firsts: Sequence[Any] | None,
-           seconds: Sequence[Any] | None) -> list[tuple[Any, Any]]:
+def _pairs(
+    pairs: list[tuple[Any, Any]], firsts: Sequence[Any] | None, seconds: Sequence[Any] | None
+) -> list[tuple[Any, Any]]:
     """The preset's pairs that belong together ((strategy, workers), (variant, model): a disk
     variant needs a model that reads 28x28 images); an explicit list replaces its side of every
     pair: a first keeps its own seconds (or all of them if it had none), a second goes with every first."""
@@ -307,9 +360,12 @@ def plan(preset: Preset, selection: Selection, data_dir: str) -> Plan:
     """Cells to run, in a fixed order (the same in pyperf's manager and every worker), and the
     ones skipped with their reason: a strategy unavailable here, a model that does not fit the data."""
     from strategies import get_strategy
+
     result = Plan()
     for cell in select(preset, selection):
-        config = preset.config(cell, data_dir)  # bad input (a model like 'huge') raises: a usage error
+        config = preset.config(
+            cell, data_dir
+        )  # bad input (a model like 'huge') raises: a usage error
         ok, reason = get_strategy(cell.strategy).available()
         if ok:
             ok, reason = get_strategy(cell.strategy).supports(cell.workload)

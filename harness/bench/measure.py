@@ -13,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from harness import __version__
-from harness.config import RunConfig
-from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.bench.matrix import Cell, Preset, Selection, spec_for
 from harness.bench.noise import NoiseMeter
 from harness.bench.rounds import ROUND_ENV
+from harness.config import RunConfig
+from harness.envinfo import CONFIG_ENV, cpu_info, interpreter_info, numpy_info
 from harness.plugins import ENV as PLUGINS_ENV
 from harness.plugins import loaded
 
@@ -48,9 +49,16 @@ def thread_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 def settings_digest(preset: Preset, selection: Selection) -> str:
     """What makes two raw files comparable: the same preset settings and the same selection."""
-    text = json.dumps({"preset": preset.name, "settings": preset.settings, "seed": preset.seed,
-                       "data_samples": preset.data_samples, "selection": selection.as_dict()},
-                      sort_keys=True)
+    text = json.dumps(
+        {
+            "preset": preset.name,
+            "settings": preset.settings,
+            "seed": preset.seed,
+            "data_samples": preset.data_samples,
+            "selection": selection.as_dict(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -58,27 +66,45 @@ def run_metadata(preset: Preset, selection: Selection) -> dict[str, Any]:
     """Facts common to every benchmark of this process (computed in each pyperf worker)."""
     interp, cpu, numpy = interpreter_info(), cpu_info(), numpy_info()
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return prefixed({
-        "config": interp["name"], "python_version": interp["version"], "executable": interp["executable"],
-        "py_gil_disabled": interp["py_gil_disabled"], "config_args": interp["config_args"],
-        "numpy": numpy["version"], "blas_library": numpy["blas"]["library"],
-        "blas_version": numpy["blas"]["version"], "cpu_model": cpu["model"], "cpu_logical": cpu["logical"],
-        "cpu_physical": cpu["physical"], "cpu_usable": cpu["usable"],
-        "affinity": ",".join(map(str, affinity)), "preset": preset.name, "harness_version": __version__,
-        "settings_sha": settings_digest(preset, selection),
-        "selection": json.dumps(selection.as_dict(), sort_keys=True),
-        "thread_env": json.dumps(thread_environ(os.environ), sort_keys=True),
-        "plugins": json.dumps(loaded(), sort_keys=True) if loaded() else None,
-    })
+    return prefixed(
+        {
+            "config": interp["name"],
+            "python_version": interp["version"],
+            "executable": interp["executable"],
+            "py_gil_disabled": interp["py_gil_disabled"],
+            "config_args": interp["config_args"],
+            "numpy": numpy["version"],
+            "blas_library": numpy["blas"]["library"],
+            "blas_version": numpy["blas"]["version"],
+            "cpu_model": cpu["model"],
+            "cpu_logical": cpu["logical"],
+            "cpu_physical": cpu["physical"],
+            "cpu_usable": cpu["usable"],
+            "affinity": ",".join(map(str, affinity)),
+            "preset": preset.name,
+            "harness_version": __version__,
+            "settings_sha": settings_digest(preset, selection),
+            "selection": json.dumps(selection.as_dict(), sort_keys=True),
+            "thread_env": json.dumps(thread_environ(os.environ), sort_keys=True),
+            "plugins": json.dumps(loaded(), sort_keys=True) if loaded() else None,
+        }
+    )
 
 
 def cell_metadata(cell: Cell, config: RunConfig) -> dict[str, Any]:
     spec = spec_for(cell.workload)
-    return prefixed({
-        "workload": cell.workload, "strategy": cell.strategy, "workers": cell.workers,
-        "variant": cell.variant, "model": cell.model, "unit": spec.unit, "units": spec.units(config),
-        "run_config": json.dumps(config.as_dict(), sort_keys=True),
-    })
+    return prefixed(
+        {
+            "workload": cell.workload,
+            "strategy": cell.strategy,
+            "workers": cell.workers,
+            "variant": cell.variant,
+            "model": cell.model,
+            "unit": spec.unit,
+            "units": spec.units(config),
+            "run_config": json.dumps(config.as_dict(), sort_keys=True),
+        }
+    )
 
 
 def prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,17 +117,32 @@ def prefixed(values: Mapping[str, Any]) -> dict[str, Any]:
 FACTS: dict[str, Any] = {}  # one pyperf worker process measures one cell: module state is enough
 
 
-def record_run(result: Mapping[str, Any], digest_key: str, facts: tuple[str, ...],
-               blas: Mapping[str, Any], info: Mapping[str, Any], gil: bool) -> None:
+def record_run(
+    result: Mapping[str, Any],
+    digest_key: str,
+    facts: tuple[str, ...],
+    blas: Mapping[str, Any],
+    info: Mapping[str, Any],
+    gil: bool,
+) -> None:
     """Keep what the latest run of this process found, for the hook to write into its metadata.
     blas, info (the strategy's) and gil describe the process(es) that ran it: this one, or the
     processes of a job the run started."""
     from strategies import REGISTRY
+
     declared = getattr(REGISTRY.get(str(info.get("name"))), "info_facts", ())
     FACTS.update(prefixed({key: _scalar(result.get(key)) for key in facts}))
     FACTS.update(prefixed({key: _scalar(info.get(key)) for key in (*INFO_KEYS, *declared)}))
-    FACTS.update(prefixed({"digest": result[digest_key], "digest_kind": digest_key,
-                           "blas_threads": blas.get("threads"), "gil_enabled": gil}))
+    FACTS.update(
+        prefixed(
+            {
+                "digest": result[digest_key],
+                "digest_kind": digest_key,
+                "blas_threads": blas.get("threads"),
+                "gil_enabled": gil,
+            }
+        )
+    )
 
 
 def _scalar(value: Any) -> Any:

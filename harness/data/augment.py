@@ -13,8 +13,8 @@ augments it, and when, cannot change them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -52,8 +52,8 @@ def draw(seed: int, epoch: int, sample: int, shape: tuple[int, int]) -> Draw:
 def augment_numpy(image: np.ndarray, d: Draw) -> np.ndarray:
     height, width = image.shape
     padded = np.full((height + 2 * PAD, width + 2 * PAD), FILL)
-    padded[PAD:PAD + height, PAD:PAD + width] = image
-    crop = padded[d.dy:d.dy + height, d.dx:d.dx + width]
+    padded[PAD : PAD + height, PAD : PAD + width] = image
+    crop = padded[d.dy : d.dy + height, d.dx : d.dx + width]
     return (crop[:, ::-1] if d.flip else crop) + d.noise
 
 
@@ -73,11 +73,14 @@ def augment_python(image: np.ndarray, d: Draw) -> np.ndarray:
 
 
 AUGMENTS: dict[str, Callable[[np.ndarray, Draw], np.ndarray]] = {
-    "numpy": augment_numpy, "python": augment_python}
+    "numpy": augment_numpy,
+    "python": augment_python,
+}
 
 
-def augment_batch(images: np.ndarray, kind: str, *, seed: int, epoch: int,
-                  samples: np.ndarray) -> np.ndarray:
+def augment_batch(
+    images: np.ndarray, kind: str, *, seed: int, epoch: int, samples: np.ndarray
+) -> np.ndarray:
     """Augment decoded images (n, H, W); row r is sample `samples[r]` of the set."""
     transform = AUGMENTS[kind]
     shape = images.shape[1:]

@@ -17,33 +17,43 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from harness import HarnessError
-from harness.data.augment import augment_batch, decode
 from harness.config import RunConfig
-from harness.data.synthetic import read_idx
-from harness.seeding import Domain, rng_for
+from harness.data.augment import augment_batch, decode
 from harness.data.shards import open_shards
+from harness.data.synthetic import read_idx
 from harness.options import Option
+from harness.seeding import Domain, rng_for
 from strategies.base import Strategy
 
 # The pipeline's settings, declared once and shared by the workloads that read through it
 # (loader, and data-parallel with --data).
 DATA = Option(name="data", help="a `data make` folder, or idx:PATH (MNIST/Fashion-MNIST IDX files)")
-AUGMENT = Option(name="augment", default="numpy", choices=("numpy", "python"),
-                 help="vectorised NumPy augmentation, or per-pixel Python loops")
-ORDER = Option(name="order", default="ordered", choices=("ordered", "unordered"),
-               help="deliver batches in the serial order, or the first one ready")
-PREFETCH = Option(name="prefetch", kind=int, default=2, minimum=1,
-                  help="batches in flight per worker")
+AUGMENT = Option(
+    name="augment",
+    default="numpy",
+    choices=("numpy", "python"),
+    help="vectorised NumPy augmentation, or per-pixel Python loops",
+)
+ORDER = Option(
+    name="order",
+    default="ordered",
+    choices=("ordered", "unordered"),
+    help="deliver batches in the serial order, or the first one ready",
+)
+PREFETCH = Option(
+    name="prefetch", kind=int, default=2, minimum=1, help="batches in flight per worker"
+)
 PIPELINE_OPTIONS = (DATA, AUGMENT, ORDER, PREFETCH)
 
 T = TypeVar("T")
@@ -53,6 +63,7 @@ IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # MNIST / Fa
 
 
 # ---- sources: where samples come from ----------------------------------------------------------
+
 
 class Source(Protocol):
     """A set of uint8 images (H, W) with int labels, read by sample index (in any process)."""
@@ -85,9 +96,13 @@ class IdxSource:
 def idx_arrays(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = read_idx(images), read_idx(labels).astype(np.int64)
     if x.ndim != 3 or x.dtype != np.uint8:
-        raise HarnessError(f"{images}: need uint8 images of shape (n, H, W), found {x.dtype} {x.shape}")
+        raise HarnessError(
+            f"{images}: need uint8 images of shape (n, H, W), found {x.dtype} {x.shape}"
+        )
     if y.shape != (x.shape[0],) or y.min(initial=0) < 0:
-        raise HarnessError(f"{labels}: need {x.shape[0]} non-negative labels, found shape {y.shape}")
+        raise HarnessError(
+            f"{labels}: need {x.shape[0]} non-negative labels, found shape {y.shape}"
+        )
     return x, y
 
 
@@ -105,9 +120,11 @@ def _idx_pair(path: Path) -> tuple[Path, Path]:
     else:
         pair = [path, path.with_name(path.name.replace("images-idx3", "labels-idx1"))]
     if pair[0] == pair[1] or not all(p.is_file() for p in pair):
-        raise HarnessError(f"idx:{path}: need an images file and its labels file "
-                           f"(a folder with {IDX_NAMES[0]}[.gz] and {IDX_NAMES[1]}[.gz], or the images "
-                           f"file named *images-idx3*); found {', '.join(map(str, pair))}")
+        raise HarnessError(
+            f"idx:{path}: need an images file and its labels file "
+            f"(a folder with {IDX_NAMES[0]}[.gz] and {IDX_NAMES[1]}[.gz], or the images "
+            f"file named *images-idx3*); found {', '.join(map(str, pair))}"
+        )
     return pair[0], pair[1]
 
 
@@ -119,12 +136,15 @@ def _existing(path: Path) -> Path:
 def open_source(spec: str | None) -> Source:
     """`--data`: a `data make` folder, or idx:PATH for MNIST-style files."""
     if not spec:
-        raise HarnessError("this workload needs --data: a folder from `python -m harness data make`, "
-                           "or idx:PATH for MNIST-style IDX files")
+        raise HarnessError(
+            "this workload needs --data: a folder from `python -m harness data make`, "
+            "or idx:PATH for MNIST-style IDX files"
+        )
     return open_idx(spec[4:]) if spec.startswith("idx:") else open_shards(spec)
 
 
 # ---- one batch: the task a worker runs ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BatchTask:
@@ -161,17 +181,19 @@ class LoadBatch:
         return Batch(task.epoch, task.index, task.samples, x.reshape(len(x), -1), labels)  # collate
 
 
-def epoch_tasks(samples: int, batch: int, seed: int, epochs: int,
-                drop_last: bool = False) -> Iterator[BatchTask]:
+def epoch_tasks(
+    samples: int, batch: int, seed: int, epochs: int, drop_last: bool = False
+) -> Iterator[BatchTask]:
     """Each epoch's shuffle, keyed by (seed, epoch), cut into batches; made lazily, one epoch at a time."""
     for epoch in range(epochs):
         order = rng_for(seed, SHUFFLE_DOMAIN, epoch).permutation(samples)
         stop = samples - samples % batch if drop_last else samples
         for index, begin in enumerate(range(0, stop, batch)):
-            yield BatchTask(epoch, index, order[begin:begin + batch])
+            yield BatchTask(epoch, index, order[begin : begin + batch])
 
 
 # ---- the pipeline --------------------------------------------------------------------------------
+
 
 @dataclass
 class PipelineStats:
@@ -183,15 +205,24 @@ class PipelineStats:
     peak_in_flight: int = 0
 
 
-def stream(strategy: Strategy, fn: Callable[[T], R], tasks: Iterable[T], *, bound: int,
-           ordered: bool = True, stats: PipelineStats | None = None) -> Iterator[R]:
+def stream(
+    strategy: Strategy,
+    fn: Callable[[T], R],
+    tasks: Iterable[T],
+    *,
+    bound: int,
+    ordered: bool = True,
+    stats: PipelineStats | None = None,
+) -> Iterator[R]:
     """fn over tasks with at most `bound` results ahead of the consumer. Close it (or exhaust it)
     to release the workers: use `contextlib.closing` where the consumer may stop early."""
     if bound < 1:
         raise HarnessError(f"{bound=} must be >= 1")
     stats = stats if stats is not None else PipelineStats(bound)
     pending: dict[Future[R], None] = {}  # insertion order = submission order
-    source = iter(tasks)  # consumed by this generator alone: a shared iterator is unsafe without the GIL
+    source = iter(
+        tasks
+    )  # consumed by this generator alone: a shared iterator is unsafe without the GIL
     try:
         _top_up(strategy, fn, source, pending, stats)
         while pending:
@@ -205,8 +236,13 @@ def stream(strategy: Strategy, fn: Callable[[T], R], tasks: Iterable[T], *, boun
         _drain(pending)
 
 
-def _top_up(strategy: Strategy, fn: Callable[[T], R], source: Iterator[T],
-            pending: dict[Future[R], None], stats: PipelineStats) -> None:
+def _top_up(
+    strategy: Strategy,
+    fn: Callable[[T], R],
+    source: Iterator[T],
+    pending: dict[Future[R], None],
+    stats: PipelineStats,
+) -> None:
     for task in islice(source, stats.bound - len(pending)):
         pending[strategy.submit(fn, task)] = None
         stats.submitted += 1
@@ -241,6 +277,7 @@ def batches_digest(digests: list[bytes], ordered: bool) -> str:
 
 # ---- training: full batches, prefetched, with a held-out test set ------------------------------
 
+
 @dataclass
 class TrainingFeed:
     """Full training batches from `--data` and the un-augmented held-out tail of the set."""
@@ -270,20 +307,31 @@ def training_feed(config: RunConfig, strategy: Strategy, widths: tuple[int, ...]
     _check_fits(config, source, widths, n_train, n_test)
     images, y_test = source.read(np.arange(n_train, source.samples))
     epochs = math.ceil(config.steps / (n_train // config.batch))
-    tasks = islice(epoch_tasks(n_train, config.batch, config.seed, epochs, drop_last=True), config.steps)
-    batches = stream(strategy, LoadBatch(source, config.augment, config.seed), tasks,
-                     bound=config.prefetch * config.workers, ordered=config.order == "ordered")
+    tasks = islice(
+        epoch_tasks(n_train, config.batch, config.seed, epochs, drop_last=True), config.steps
+    )
+    batches = stream(
+        strategy,
+        LoadBatch(source, config.augment, config.seed),
+        tasks,
+        bound=config.prefetch * config.workers,
+        ordered=config.order == "ordered",
+    )
     return TrainingFeed(batches, decode(images).reshape(n_test, -1), y_test)
 
 
-def _check_fits(config: RunConfig, source: Source, widths: tuple[int, ...], n_train: int,
-                n_test: int) -> None:
+def _check_fits(
+    config: RunConfig, source: Source, widths: tuple[int, ...], n_train: int, n_test: int
+) -> None:
     pixels = source.shape[0] * source.shape[1]
     if widths[0] != pixels or widths[-1] < source.classes:
         raise HarnessError(
             f"model={config.model!r} ({widths[0]} inputs, {widths[-1]} classes) does not fit "
             f"{config.data} ({source.shape[0]}x{source.shape[1]} = {pixels} pixels, {source.classes} "
-            f"classes); use e.g. --model {pixels}-64-{source.classes}")
+            f"classes); use e.g. --model {pixels}-64-{source.classes}"
+        )
     if n_test < 1 or n_train < config.batch:
-        raise HarnessError(f"{config.data} has {source.samples} samples: too few for batch={config.batch} "
-                           f"plus a held-out fifth")
+        raise HarnessError(
+            f"{config.data} has {source.samples} samples: too few for batch={config.batch} "
+            f"plus a held-out fifth"
+        )

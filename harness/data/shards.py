@@ -19,10 +19,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -89,8 +90,10 @@ class ShardSet:
         images = mapped(root / shard.images.name, shard.images.size, shard.images.sha256)
         labels = mapped(root / shard.labels.name, shard.labels.size, shard.labels.sha256)
         if labels.size and int(labels.max()) >= self.classes:  # a lying `classes`: IndexError later
-            raise HarnessError(f"shard {root / shard.labels.name} holds label {int(labels.max())}, "
-                               f"but {root / MANIFEST} says classes={self.classes}")
+            raise HarnessError(
+                f"shard {root / shard.labels.name} holds label {int(labels.max())}, "
+                f"but {root / MANIFEST} says classes={self.classes}"
+            )
         return images.reshape(shard.samples, *self.shape), labels
 
 
@@ -107,13 +110,19 @@ def mapped(path: Path, size: int, sha256: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _mapped_checked(path: Path, size: int, sha256: str, identity: tuple[int, int, int]) -> np.ndarray:
+def _mapped_checked(
+    path: Path, size: int, sha256: str, identity: tuple[int, int, int]
+) -> np.ndarray:
     check_size(path, size)
     digest = file_sha256(path)
     if digest != sha256:
-        raise HarnessError(f"shard {path} is corrupted: sha256 {digest[:16]}… but the manifest "
-                           f"says {sha256[:16]}…; make the set again with `data make`")
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=(size,)) if size else np.empty(0, np.uint8)
+        raise HarnessError(
+            f"shard {path} is corrupted: sha256 {digest[:16]}… but the manifest "
+            f"says {sha256[:16]}…; make the set again with `data make`"
+        )
+    return (
+        np.memmap(path, dtype=np.uint8, mode="r", shape=(size,)) if size else np.empty(0, np.uint8)
+    )
 
 
 def check_size(path: Path, size: int) -> None:
@@ -138,13 +147,18 @@ def file_sha256(path: Path) -> str:
 
 # ---- opening ---------------------------------------------------------------------------------
 
+
 def open_shards(root: str | Path) -> ShardSet:
     """Read and validate the manifest of a `data make` folder and check every file's size."""
     root = Path(root)
     manifest = Fields(root / MANIFEST, read_manifest(root))
-    found = ShardSet(str(root), manifest.shape("shape"), manifest.integer("classes", 2, 256),
-                     manifest.integer("shard_size", 1),
-                     tuple(_shard(manifest, i) for i in range(manifest.count("shards"))))
+    found = ShardSet(
+        str(root),
+        manifest.shape("shape"),
+        manifest.integer("classes", 2, 256),
+        manifest.integer("shard_size", 1),
+        tuple(_shard(manifest, i) for i in range(manifest.count("shards"))),
+    )
     _check_layout(found, manifest.integer("samples", 1))
     for shard in found.shards:
         for file in (shard.images, shard.labels):
@@ -163,15 +177,23 @@ def _check_confined(root: Path, name: str) -> None:
 def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not root.is_dir():
-        raise HarnessError(f"data folder {root} does not exist or is not a folder; make one with `python -m harness data make`")
+        raise HarnessError(
+            f"data folder {root} does not exist or is not a folder; make one with `python -m harness data make`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise HarnessError(f"{root} has no {MANIFEST}: not a complete `data make` folder "
-                           "(an interrupted one never gets a manifest)") from None
+        raise HarnessError(
+            f"{root} has no {MANIFEST}: not a complete `data make` folder "
+            "(an interrupted one never gets a manifest)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise HarnessError(f"{path} is unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or manifest.get("version") != VERSION
+    ):
         raise HarnessError(f"{path} is not a {FORMAT} version {VERSION} manifest")
     return manifest
 
@@ -220,8 +242,13 @@ class Fields:
     def file_name(self, name: str) -> str:
         """A plain name inside the set's folder: no separator, no `..`, no absolute path."""
         value = self.get(name)
-        if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
-                or "\0" in value):
+        if (
+            not isinstance(value, str)
+            or value in ("", ".", "..")
+            or "/" in value
+            or "\\" in value
+            or "\0" in value
+        ):
             self.fail(name, "must be a file name inside the set's folder", value)
         return value
 
@@ -239,10 +266,14 @@ def _short(value: Any) -> str:
 
 def _shard(manifest: Fields, index: int) -> Shard:
     prefix = f"shards.{index}"
-    files = [ShardFile(manifest.file_name(f"{prefix}.{k}.name"),
-                       manifest.integer(f"{prefix}.{k}.size", 0),
-                       manifest.sha256(f"{prefix}.{k}.sha256"))
-             for k in ("images", "labels")]
+    files = [
+        ShardFile(
+            manifest.file_name(f"{prefix}.{k}.name"),
+            manifest.integer(f"{prefix}.{k}.size", 0),
+            manifest.sha256(f"{prefix}.{k}.sha256"),
+        )
+        for k in ("images", "labels")
+    ]
     return Shard(files[0], files[1], manifest.integer(f"{prefix}.samples", 1))
 
 
@@ -250,16 +281,27 @@ def _check_layout(found: ShardSet, samples: int) -> None:
     """Every shard but the last holds shard_size samples: reading relies on it."""
     pixels = found.shape[0] * found.shape[1]
     for i, shard in enumerate(found.shards):
-        full = shard.samples == found.shard_size or (i == len(found.shards) - 1 and 0 < shard.samples)
-        if not full or shard.images.size != shard.samples * pixels or shard.labels.size != shard.samples:
-            raise HarnessError(f"{Path(found.root) / MANIFEST}: shard {i} ({shard.images.name}) does not "
-                               f"match shard_size={found.shard_size} and shape={found.shape}")
+        full = shard.samples == found.shard_size or (
+            i == len(found.shards) - 1 and 0 < shard.samples
+        )
+        if (
+            not full
+            or shard.images.size != shard.samples * pixels
+            or shard.labels.size != shard.samples
+        ):
+            raise HarnessError(
+                f"{Path(found.root) / MANIFEST}: shard {i} ({shard.images.name}) does not "
+                f"match shard_size={found.shard_size} and shape={found.shape}"
+            )
     if found.samples != samples:
-        raise HarnessError(f"{Path(found.root) / MANIFEST}: shards hold {found.samples} samples, "
-                           f"the manifest says {samples}")
+        raise HarnessError(
+            f"{Path(found.root) / MANIFEST}: shards hold {found.samples} samples, "
+            f"the manifest says {samples}"
+        )
 
 
 # ---- making ----------------------------------------------------------------------------------
+
 
 def parse_shape(text: str) -> tuple[int, int]:
     try:
@@ -271,8 +313,15 @@ def parse_shape(text: str) -> tuple[int, int]:
     return height, width
 
 
-def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], classes: int, seed: int,
-                shard_size: int) -> dict[str, Any]:
+def make_shards(
+    root: str | Path,
+    *,
+    samples: int,
+    shape: tuple[int, int],
+    classes: int,
+    seed: int,
+    shard_size: int,
+) -> dict[str, Any]:
     """Write a set atomically: a temporary sibling folder, fsync'd, then renamed to `root`."""
     root = Path(os.path.abspath(root))  # `.` or `` would name no sibling to build in
     _check_make(root, samples, shape, classes, seed, shard_size)
@@ -281,9 +330,17 @@ def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], class
     temp.mkdir(parents=True)
     try:
         shards = _write_shards(temp, samples, shape, classes, seed, shard_size)
-        manifest = {"format": FORMAT, "version": VERSION, "samples": samples, "shape": list(shape),
-                    "classes": classes, "seed": seed, "shard_size": shard_size, "dtype": "uint8",
-                    "shards": shards}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "samples": samples,
+            "shape": list(shape),
+            "classes": classes,
+            "seed": seed,
+            "shard_size": shard_size,
+            "dtype": "uint8",
+            "shards": shards,
+        }
         _write_synced(temp / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: the seal
         sync_folder(temp)
         _rename_into_place(temp, root)
@@ -294,10 +351,15 @@ def make_shards(root: str | Path, *, samples: int, shape: tuple[int, int], class
     return manifest
 
 
-def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
-                shard_size: int) -> None:
+def _check_make(
+    root: Path, samples: int, shape: tuple[int, int], classes: int, seed: int, shard_size: int
+) -> None:
     """Every option, the output folder and the memory and disk the set needs: before any work."""
-    for name, value, least in (("samples", samples, 1), ("shard_size", shard_size, 1), ("seed", seed, 0)):
+    for name, value, least in (
+        ("samples", samples, 1),
+        ("shard_size", shard_size, 1),
+        ("seed", seed, 0),
+    ):
         if value < least:
             raise HarnessError(f"{name}={value} must be >= {least}")
     if not 2 <= classes <= 256:
@@ -305,15 +367,22 @@ def _check_make(root: Path, samples: int, shape: tuple[int, int], classes: int, 
     if root == Path.cwd():
         raise HarnessError(f"--dir {root} is the current folder; give the set a folder of its own")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise HarnessError(f"{root} already exists and is not an empty folder; remove it or pick another --dir")
+        raise HarnessError(
+            f"{root} already exists and is not an empty folder; remove it or pick another --dir"
+        )
     check_output_folder(root.parent, "--dir")
     pixels = shape[0] * shape[1]
-    require_memory({"class templates": 3 * FLOAT * BLOBS * classes * pixels,
-                    "chunks": 4 * FLOAT * CHUNK * pixels,
-                    "one shard": 2 * min(samples, shard_size) * (pixels + 1)},
-                   "lower --shape, --classes or --shard-size")
-    require_disk(root.parent, samples * (pixels + 1),
-                 "lower --samples or --shape, or pick another --dir")
+    require_memory(
+        {
+            "class templates": 3 * FLOAT * BLOBS * classes * pixels,
+            "chunks": 4 * FLOAT * CHUNK * pixels,
+            "one shard": 2 * min(samples, shard_size) * (pixels + 1),
+        },
+        "lower --shape, --classes or --shard-size",
+    )
+    require_disk(
+        root.parent, samples * (pixels + 1), "lower --samples or --shape, or pick another --dir"
+    )
 
 
 def _rename_into_place(temp: Path, root: Path) -> None:
@@ -323,8 +392,10 @@ def _rename_into_place(temp: Path, root: Path) -> None:
         os.rename(temp, root)
     except OSError as exc:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise HarnessError(f"{root} was filled while this set was being made (another "
-                               "`data make`?); it is left as it is") from None
+            raise HarnessError(
+                f"{root} was filled while this set was being made (another "
+                "`data make`?); it is left as it is"
+            ) from None
         raise
     sync_folder(root.parent)
 
@@ -333,19 +404,28 @@ def reap_partials(folder: Path) -> None:
     """Remove what a killed `data make` left in `folder`: a `.NAME.partial-XXXXXXXX` folder older
     than a day holding only shard files (an interrupt cleans up; SIGKILL cannot)."""
     for path in folder.glob(".*.partial-*"):
-        if (PARTIAL.fullmatch(path.name) and path.is_dir() and older_than_a_day(path)
-                and all(SHARD_FILE.fullmatch(p.name) for p in path.iterdir())):
+        if (
+            PARTIAL.fullmatch(path.name)
+            and path.is_dir()
+            and older_than_a_day(path)
+            and all(SHARD_FILE.fullmatch(p.name) for p in path.iterdir())
+        ):
             reap(path, "left more than a day ago by a `data make` that was killed")
 
 
-def _write_shards(temp: Path, samples: int, shape: tuple[int, int], classes: int, seed: int,
-                  shard_size: int) -> list[dict[str, Any]]:
+def _write_shards(
+    temp: Path, samples: int, shape: tuple[int, int], classes: int, seed: int, shard_size: int
+) -> list[dict[str, Any]]:
     entries = []
     shards = _regroup(_sample_chunks(samples, shape, classes, seed), shard_size)
     for index, (images, labels) in enumerate(shards):
-        entries.append({"samples": len(labels),
-                        "images": _write_file(temp / f"shard-{index:05d}.images.u8", images),
-                        "labels": _write_file(temp / f"shard-{index:05d}.labels.u8", labels)})
+        entries.append(
+            {
+                "samples": len(labels),
+                "images": _write_file(temp / f"shard-{index:05d}.images.u8", images),
+                "labels": _write_file(temp / f"shard-{index:05d}.labels.u8", labels),
+            }
+        )
     return entries
 
 
@@ -380,7 +460,9 @@ def _regroup(chunks: Iterator[Chunk], size: int) -> Iterator[Chunk]:
         yield np.concatenate(images), np.concatenate(labels)
 
 
-def _sample_chunks(samples: int, shape: tuple[int, int], classes: int, seed: int) -> Iterator[Chunk]:
+def _sample_chunks(
+    samples: int, shape: tuple[int, int], classes: int, seed: int
+) -> Iterator[Chunk]:
     """A learnable image set, CHUNK samples at a time: each class is a template of a few soft
     blobs; a sample is its class's template at a random intensity plus pixel noise. Spatial
     structure (not noise labelled by a teacher) keeps the labels meaningful under crops and flips."""
@@ -397,16 +479,17 @@ def _sample_chunks(samples: int, shape: tuple[int, int], classes: int, seed: int
 def class_templates(shape: tuple[int, int], classes: int, seed: int) -> np.ndarray:
     """(classes, H, W) in [0, 1]: BLOBS Gaussian blobs per class, placed in the central half."""
     rng = rng_for(seed, TEMPLATE_DOMAIN, *shape, classes)
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     centres = rng.uniform(0.25, 0.75, size=(classes, BLOBS, 2)) * np.array(shape)
     widths = rng.uniform(0.08, 0.2, size=(classes, BLOBS, 1, 1)) * min(shape)
     heights = rng.uniform(0.5, 1.0, size=(classes, BLOBS, 1, 1))
-    squared = ((rows - centres[..., 0, None, None]) ** 2 + (cols - centres[..., 1, None, None]) ** 2)
-    blobs = (heights * np.exp(-squared / (2 * widths ** 2))).sum(axis=1)
+    squared = (rows - centres[..., 0, None, None]) ** 2 + (cols - centres[..., 1, None, None]) ** 2
+    blobs = (heights * np.exp(-squared / (2 * widths**2))).sum(axis=1)
     return blobs / blobs.max(axis=(1, 2), keepdims=True)
 
 
 # ---- the `data` command ------------------------------------------------------------------------
+
 
 def check_all(root: str | Path) -> ShardSet:
     """Open a set and verify every shard's sha256 now (readers verify lazily, per process)."""
@@ -420,13 +503,29 @@ def data_command(args: Any) -> dict[str, Any]:
     """`data make` / `data check`: a summary with a one-line `message` for humans."""
     if args.action == "check":
         found = check_all(args.dir)
-        return {"dir": str(args.dir), "samples": found.samples, "shards": len(found.shards),
-                "shape": list(found.shape), "classes": found.classes, "ok": True,
-                "message": f"{args.dir}: {found.samples} samples in {len(found.shards)} shards, "
-                           "every size and sha256 as the manifest says"}
-    manifest = make_shards(args.dir, samples=args.samples, shape=parse_shape(args.shape),
-                           classes=args.classes, seed=args.seed, shard_size=args.shard_size)
+        return {
+            "dir": str(args.dir),
+            "samples": found.samples,
+            "shards": len(found.shards),
+            "shape": list(found.shape),
+            "classes": found.classes,
+            "ok": True,
+            "message": f"{args.dir}: {found.samples} samples in {len(found.shards)} shards, "
+            "every size and sha256 as the manifest says",
+        }
+    manifest = make_shards(
+        args.dir,
+        samples=args.samples,
+        shape=parse_shape(args.shape),
+        classes=args.classes,
+        seed=args.seed,
+        shard_size=args.shard_size,
+    )
     shards = len(manifest["shards"])
-    return {"dir": str(args.dir), **{k: v for k, v in manifest.items() if k != "shards"}, "shards": shards,
-            "message": f"wrote {args.samples} samples ({args.shape}, {args.classes} classes) "
-                       f"in {shards} shards to {args.dir}"}
+    return {
+        "dir": str(args.dir),
+        **{k: v for k, v in manifest.items() if k != "shards"},
+        "shards": shards,
+        "message": f"wrote {args.samples} samples ({args.shape}, {args.classes} classes) "
+        f"in {shards} shards to {args.dir}",
+    }

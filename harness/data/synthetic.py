@@ -69,8 +69,9 @@ def read_idx(path: str | Path) -> np.ndarray:
             count = math.prod(shape)
             expected = count * dtype.itemsize
             # the bytes, and the int64/float64 copy that every caller makes of them
-            require_memory({"IDX data": expected + 8 * count},
-                           f"{path} is too large for this machine")
+            require_memory(
+                {"IDX data": expected + 8 * count}, f"{path} is too large for this machine"
+            )
             raw = f.read(expected + 1)  # one byte more tells a too-long file
     except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz: EOFError; a bad one: OSError
         reason = getattr(exc, "strerror", None) or exc
@@ -89,8 +90,9 @@ def _idx_header(path: Path, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     ndim = magic[3]
     dims = f.read(4 * ndim)
     if len(dims) < 4 * ndim:
-        raise HarnessError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, "
-                           f"need {4 + 4 * ndim})")
+        raise HarnessError(
+            f"{path}: truncated IDX header ({4 + len(dims)} bytes, need {4 + 4 * ndim})"
+        )
     shape = struct.unpack(f">{ndim}I", dims)
     if ndim == 0 or 0 in shape:
         raise HarnessError(f"{path}: IDX shape {shape} holds no samples")
@@ -102,7 +104,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
     dtype = array.dtype.newbyteorder("=")
     if dtype not in codes:
-        raise HarnessError(f"dtype {array.dtype} has no IDX type code; use one of {sorted(map(str, codes))}")
+        raise HarnessError(
+            f"dtype {array.dtype} has no IDX type code; use one of {sorted(map(str, codes))}"
+        )
     header = bytes([0, 0, codes[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     Path(path).write_bytes(header + array.astype(IDX_DTYPES[codes[dtype]]).tobytes())
 

@@ -30,14 +30,19 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from harness import HarnessError
 from harness.config import RunConfig, run_options
 from harness.mpi.segments import remove_orphaned_segments, unlink_own_segments
 
 LAUNCHER_ENV = "FT_HARNESS_MPI_LAUNCHER"  # "host:pid" of the launcher, for the ranks to watch
-JOB_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # set by MPICH, PMIx, Open MPI launchers
+JOB_ENV = (
+    "PMI_RANK",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_RANK",
+)  # set by MPICH, PMIx, Open MPI launchers
 GRACE_S = 10.0  # after a rank reported an error, how long mpiexec may take to end the job
 STOP_WAIT_S = 5.0  # how long mpiexec may take to stop its ranks after SIGTERM, before SIGKILL
 SEGMENT_WAIT_S = 3.0  # how long a failed job's ranks may keep its shared memory mapped
@@ -45,7 +50,9 @@ ABORT_ECHO = "application called MPI_Abort("  # MPICH's echo of an abort the ran
 RANK_ERROR = re.compile(r"error: rank \d+ of \d+ on \S+: (?P<message>.*)")  # see run_rank
 
 
-def run_mpi(config: RunConfig, given: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> int:
+def run_mpi(
+    config: RunConfig, given: dict[str, Any], show: Callable[[dict[str, Any]], None]
+) -> int:
     """The `run` command for --strategy mpi: as a rank inside a job, else as the launcher.
     `given` holds the settings the user gave, for the ranks to parse exactly as we did."""
     if in_mpi_job():
@@ -59,14 +66,25 @@ def in_mpi_job() -> bool:
 
 # ---------------------------------------------------------------------------------- launcher side
 
+
 def launch(config: RunConfig, argv: list[str]) -> int:
     """Run the job under mpiexec and return its exit status; mpiexec never outlives this call."""
     from strategies.mpi import Mpi, mpiexec_path
+
     ok, reason = Mpi.available()
     if not ok:
         raise HarnessError(f"strategy 'mpi' is not available here: {reason}")
-    command = [str(mpiexec_path()), "-n", str(config.workers), *host_options(config),
-               sys.executable, "-m", "harness", "run", *argv]
+    command = [
+        str(mpiexec_path()),
+        "-n",
+        str(config.workers),
+        *host_options(config),
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        *argv,
+    ]
     started = time.time()
     job = Job(command, {**os.environ, LAUNCHER_ENV: f"{socket.gethostname()}:{os.getpid()}"})
     try:
@@ -97,12 +115,20 @@ class Job:
     """
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         self.failed, self.stopping = threading.Event(), threading.Event()
         self.stdout: list[str] = []
-        self.readers = [threading.Thread(target=self._relay_stderr, daemon=True),
-                        threading.Thread(target=self._hold_stdout, daemon=True)]
+        self.readers = [
+            threading.Thread(target=self._relay_stderr, daemon=True),
+            threading.Thread(target=self._hold_stdout, daemon=True),
+        ]
         for reader in self.readers:
             reader.start()
 
@@ -165,10 +191,14 @@ class Job:
 
 # -------------------------------------------------------------------------------------- rank side
 
-def run_rank(config: RunConfig, *, workers_given: bool, show: Callable[[dict[str, Any]], None]) -> int:
+
+def run_rank(
+    config: RunConfig, *, workers_given: bool, show: Callable[[dict[str, Any]], None]
+) -> int:
     """One rank: run the workload; rank 0 shows the result; any error aborts the whole job."""
     from harness.runner import execute
     from strategies.mpi import init_mpi
+
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # mpiexec ends ranks so; nothing to unwind here
     watch_launcher()
     mpi = init_mpi()

@@ -45,7 +45,9 @@ def unlink_own_segments(shm: Path = SHM, maps: Path = Path("/proc/self/maps")) -
     removed = []
     for name in sorted(mapped_in(maps)):  # empty without /proc (macOS): nothing known to clean
         path = Path(name)
-        if path.parent == shm and path.match(SEGMENTS):  # "(deleted)" ones do not match: already gone
+        if path.parent == shm and path.match(
+            SEGMENTS
+        ):  # "(deleted)" ones do not match: already gone
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

@@ -64,8 +64,9 @@ def descend(problem: Problem, x: Vector) -> tuple[Vector, float]:
         free = free_parameters(problem, x, gradient)
         if not free.any():
             break
-        trial, trial_r, damping = damped_step(problem, x, jac[:, free], gradient[free], free,
-                                              cost, damping)
+        trial, trial_r, damping = damped_step(
+            problem, x, jac[:, free], gradient[free], free, cost, damping
+        )
         if trial is None:
             break
         trial_cost = float(trial_r @ trial_r)
@@ -84,8 +85,15 @@ def free_parameters(problem: Problem, x: Vector, gradient: Vector) -> Vector:
     return ~(pinned | held_low | held_high)
 
 
-def damped_step(problem: Problem, x: Vector, jac: Vector, gradient: Vector, free: Vector,
-                cost: float, damping: float) -> tuple[Vector | None, Vector, float]:
+def damped_step(
+    problem: Problem,
+    x: Vector,
+    jac: Vector,
+    gradient: Vector,
+    free: Vector,
+    cost: float,
+    damping: float,
+) -> tuple[Vector | None, Vector, float]:
     """Raise the damping until a step lowers the cost: (new x, its residual, next damping), or
     (None, ..., damping) when no damping does (x is a minimum)."""
     normal = jac.T @ jac
@@ -106,23 +114,28 @@ def damped_step(problem: Problem, x: Vector, jac: Vector, gradient: Vector, free
     return None, np.empty(0), damping
 
 
-def interval(problem: Problem, best: Vector, index: int,
-             rise: float) -> tuple[float | None, float | None]:
+def interval(
+    problem: Problem, best: Vector, index: int, rise: float
+) -> tuple[float | None, float | None]:
     """Parameter `index`'s profile interval: the values at which the cost, minimised over the
     other parameters, stays within `rise` of its minimum at `best`. Clipped to the bounds; an end
     of None where the cost never rises that far on that side (an unbounded, open interval)."""
+
     def excess(value: float) -> float:
         return problem.pinned(index, value).solve()[1] - floor - rise
 
     floor = problem.cost(best)
     problem = replace(problem, starts=(best, *problem.starts))  # the optimum: a start nearby
     centre = float(best[index])
-    return (end(excess, centre, float(problem.lower[index]), -1.0),
-            end(excess, centre, float(problem.upper[index]), 1.0))
+    return (
+        end(excess, centre, float(problem.lower[index]), -1.0),
+        end(excess, centre, float(problem.upper[index]), 1.0),
+    )
 
 
-def end(excess: Callable[[float], float], centre: float, bound: float,
-        direction: float) -> float | None:
+def end(
+    excess: Callable[[float], float], centre: float, bound: float, direction: float
+) -> float | None:
     """One end of a profile interval: the bound where the profile stays within reach up to it,
     else where it crosses (found by doubling the distance where the bound is infinite)."""
     if np.isfinite(bound):

@@ -12,9 +12,10 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import pyperf
 
@@ -22,9 +23,14 @@ from harness import HarnessError, confignames
 from harness.bench.matrix import Cell
 
 # Metadata that must agree across files for their numbers to be comparable, and why in words.
-COMPATIBLE = {"hostname": "machine", "ft_cpu_model": "CPU model", "ft_cpu_logical": "logical CPUs",
-              "ft_preset": "preset", "ft_settings_sha": "run settings",
-              "ft_harness_version": "harness version"}
+COMPATIBLE = {
+    "hostname": "machine",
+    "ft_cpu_model": "CPU model",
+    "ft_cpu_logical": "logical CPUs",
+    "ft_preset": "preset",
+    "ft_settings_sha": "run settings",
+    "ft_harness_version": "harness version",
+}
 
 
 @dataclass(frozen=True, eq=False)  # identity: a measurement is never equal to another one
@@ -59,7 +65,9 @@ class Measurement:
 
     def run_facts(self, key: str) -> list[Any]:
         """A fact recorded per process by the bench's hook (e.g. ft_lost_updates), in run order."""
-        return [run.get_metadata()[key] for run in self.bench.get_runs() if key in run.get_metadata()]
+        return [
+            run.get_metadata()[key] for run in self.bench.get_runs() if key in run.get_metadata()
+        ]
 
     def mean_fact(self, key: str) -> float | None:
         found = self.run_facts(key)
@@ -82,11 +90,15 @@ def load_file(path: str) -> RawFile:
     suite = read_suite(path)
     configs = {b.get_metadata().get("ft_config") for b in suite.get_benchmarks()}
     if None in configs or not configs:
-        raise HarnessError(f"{path}: not made by `python -m harness bench` (a benchmark has no ft_config)")
+        raise HarnessError(
+            f"{path}: not made by `python -m harness bench` (a benchmark has no ft_config)"
+        )
     for bench in suite.get_benchmarks():
         check_benchmark(path, bench)
     if len(configs) > 1:
-        raise HarnessError(f"{path}: mixes configurations {', '.join(sorted(configs))}; one file per configuration")
+        raise HarnessError(
+            f"{path}: mixes configurations {', '.join(sorted(configs))}; one file per configuration"
+        )
     config = configs.pop()
     found = [Measurement(config, cell_of(b), b, path) for b in suite.get_benchmarks()]
     return RawFile(path, hashlib.sha256(Path(path).read_bytes()).hexdigest(), config, found)
@@ -104,18 +116,32 @@ def read_suite(path: str) -> pyperf.BenchmarkSuite:
         raise HarnessError(f"{path}: not a pyperf JSON file (it must hold one JSON object)")
     try:
         return pyperf.BenchmarkSuite.load(path)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            RecursionError) as exc:
-        raise HarnessError(f"{path}: not a readable pyperf JSON file ({type(exc).__name__}: "
-                           f"{str(exc)[:200]})") from None
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        RecursionError,
+    ) as exc:
+        raise HarnessError(
+            f"{path}: not a readable pyperf JSON file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 NAME = re.compile(r"[A-Za-z0-9_.+:=-]*")  # cell fields name plot files: no separators, no NUL
 RUN_FACTS: dict[str, tuple[type, ...]] = {  # per-run facts the report reads, and their types
-    "ft_digest": (str,), "ft_bitwise": (bool,), "ft_gil_enabled": (bool,),
+    "ft_digest": (str,),
+    "ft_bitwise": (bool,),
+    "ft_gil_enabled": (bool,),
     "ft_blas_threads": (int,),
-    "ft_lost_updates": (int,), "ft_lost_fraction": (int, float), "ft_peak_rss_mb": (int, float),
-    "ft_stall_fraction": (int, float), "ft_time_to_first_batch_s": (int, float)}
+    "ft_lost_updates": (int,),
+    "ft_lost_fraction": (int, float),
+    "ft_peak_rss_mb": (int, float),
+    "ft_stall_fraction": (int, float),
+    "ft_time_to_first_batch_s": (int, float),
+}
 
 
 def check_benchmark(path: str, bench: pyperf.Benchmark) -> None:
@@ -167,21 +193,31 @@ def _check_run_config(text: Any, fail: Any) -> None:
 def _fact_ok(value: Any, kinds: tuple[type, ...]) -> bool:
     if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
         return False
-    return not isinstance(value, (int, float)) or isinstance(value, bool) or (
-        math.isfinite(value) and value >= 0)
+    return (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or (math.isfinite(value) and value >= 0)
+    )
 
 
 def cell_of(bench: pyperf.Benchmark) -> Cell:
     meta = bench.get_metadata()
-    return Cell(meta["ft_workload"], meta["ft_strategy"], int(meta["ft_workers"]),
-                meta.get("ft_variant", ""), meta.get("ft_model", ""))
+    return Cell(
+        meta["ft_workload"],
+        meta["ft_strategy"],
+        int(meta["ft_workers"]),
+        meta.get("ft_variant", ""),
+        meta.get("ft_model", ""),
+    )
 
 
 def load(paths: Sequence[str]) -> list[RawFile]:
     """Every file, checked for compatibility, ordered by version (cp313, cp313t, cp313t-gil, cp314
     ...: the default build first, it is the baseline), then other names by name."""
     if not paths:
-        raise HarnessError("no raw files given; make them with `nox -s bench` or `python -m harness bench --out`")
+        raise HarnessError(
+            "no raw files given; make them with `nox -s bench` or `python -m harness bench --out`"
+        )
     files = [load_file(p) for p in paths]
     check_unique(files)
     check_compatible(files)
@@ -196,7 +232,9 @@ def check_unique(files: list[RawFile]) -> None:
     seen: dict[str, str] = {}
     for f in files:
         if f.config in seen:
-            raise HarnessError(f"configuration {f.config} appears twice: {seen[f.config]} and {f.path}")
+            raise HarnessError(
+                f"configuration {f.config} appears twice: {seen[f.config]} and {f.path}"
+            )
         seen[f.config] = f.path
 
 
@@ -206,12 +244,15 @@ def check_compatible(files: list[RawFile]) -> None:
         values = {f.path: f.common(key) for f in files}
         if len(set(values.values())) > 1:
             listing = "; ".join(f"{path}: {value}" for path, value in values.items())
-            raise HarnessError(f"these raw files cannot be compared: different {what} ({key}) — {listing}. "
-                               "Re-run `nox -s bench` so that every configuration comes from one machine "
-                               "and one preset")
+            raise HarnessError(
+                f"these raw files cannot be compared: different {what} ({key}) — {listing}. "
+                "Re-run `nox -s bench` so that every configuration comes from one machine "
+                "and one preset"
+            )
 
 
 # ---- comparisons: pyperf's own test -------------------------------------------------------------
+
 
 def significance(a: Sequence[float], b: Sequence[float]) -> tuple[bool | None, float | None]:
     """A two-tailed t-test at 95 %: pyperf's own Student test (what `pyperf compare_to` uses) where
@@ -219,6 +260,7 @@ def significance(a: Sequence[float], b: Sequence[float]) -> tuple[bool | None, f
     when one configuration was re-run with other `-p`/`-n`. (None, None) where no test applies:
     under two values on a side, or no variance at all."""
     from pyperf._utils import is_significant  # the helper behind pyperf compare_to
+
     if min(len(a), len(b)) < 2:
         return None, None
     try:
@@ -232,17 +274,22 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[bool, float]:
     """Welch's unequal-variances t-test; its degrees of freedom are rounded down, which can only
     make the test stricter (a larger critical value)."""
     from pyperf._utils import tdist95conf_level  # the same t table as pyperf's own test
+
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     t_score = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
-    freedom = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    freedom = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return abs(t_score) >= tdist95conf_level(max(1, math.floor(freedom))), t_score
 
 
 def compare(base: Measurement, other: Measurement) -> dict[str, Any]:
     """How much faster `other` is than `base` (ratio of time per unit), and whether it is real."""
     significant, t_score = significance(base.values, other.values)
-    return {"baseline": f"{base.config} {base.cell.name}", "speedup": base.mean / other.mean,
-            "significant": significant, "t_score": t_score}
+    return {
+        "baseline": f"{base.config} {base.cell.name}",
+        "speedup": base.mean / other.mean,
+        "significant": significant,
+        "t_score": t_score,
+    }
 
 
 def speedup_label(comparison: dict[str, Any] | None) -> str:

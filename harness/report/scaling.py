@@ -74,13 +74,23 @@ class Fit:
         return self.sigma < 1 - EDGE
 
     def as_dict(self) -> dict[str, object]:
-        return {"law": self.law, "sigma": self.sigma, "kappa": self.kappa, "r2": self.r2,
-                "points": self.points, "parameters": self.parameters, "peak_workers": self.peak,
-                "sigma_interval": listed(self.sigma_interval),
-                "kappa_interval": listed(self.kappa_interval), "interval_level": LEVEL,
-                "residual_sum_squares": self.residual, "weighted": self.weighted,
-                "law_choice": self.choice, "domain": self.domain,
-                "sigma_has_reading": self.sigma_has_reading}
+        return {
+            "law": self.law,
+            "sigma": self.sigma,
+            "kappa": self.kappa,
+            "r2": self.r2,
+            "points": self.points,
+            "parameters": self.parameters,
+            "peak_workers": self.peak,
+            "sigma_interval": listed(self.sigma_interval),
+            "kappa_interval": listed(self.kappa_interval),
+            "interval_level": LEVEL,
+            "residual_sum_squares": self.residual,
+            "weighted": self.weighted,
+            "law_choice": self.choice,
+            "domain": self.domain,
+            "sigma_has_reading": self.sigma_has_reading,
+        }
 
 
 def listed(found: Interval | None) -> list[float | None] | None:
@@ -100,17 +110,22 @@ class Noise:
     def critical(self) -> float:
         """F(1, df) at 5 %, the square of Student's two-tailed t (pyperf's own table)."""
         from pyperf._utils import tdist95conf_level
-        return tdist95conf_level(self.df if self.df is not None else 10 ** 6) ** 2
+
+        return tdist95conf_level(self.df if self.df is not None else 10**6) ** 2
 
     def test(self, ratio: float) -> str:
         """The test in words: the statistic, its critical value and where the noise came from."""
         sign = ">" if ratio > self.critical else "≤"
         if self.df is None:
-            return (f"Δχ² = {ratio:.3g} {sign} {self.critical:.3g}, χ²(1) at 5 %; "
-                    "noise: pyperf's spread")
+            return (
+                f"Δχ² = {ratio:.3g} {sign} {self.critical:.3g}, χ²(1) at 5 %; "
+                "noise: pyperf's spread"
+            )
         why = "larger than pyperf's spread explains" if self.measured else "no spread measured"
-        return (f"F = {ratio:.3g} {sign} {self.critical:.3g}, F(1, {self.df}) at 5 %; noise: the "
-                f"USL fit's own scatter ({why})")
+        return (
+            f"F = {ratio:.3g} {sign} {self.critical:.3g}, F(1, {self.df}) at 5 %; noise: the "
+            f"USL fit's own scatter ({why})"
+        )
 
 
 def noise(chi2: float, df: int, measured: bool) -> Noise | None:
@@ -152,8 +167,9 @@ class Curve:
     def problem(self, amdahl: bool) -> lsq.Problem:
         kappa_top = 0.0 if amdahl else np.inf
         starts = tuple(np.array([s, k]) for s in (0.05, 0.5, 0.95) for k in (0.0, 1e-3, 0.1))
-        return lsq.Problem(self.residual, self.jacobian, np.array([0.0, 0.0]),
-                           np.array([1.0, kappa_top]), starts)
+        return lsq.Problem(
+            self.residual, self.jacobian, np.array([0.0, 0.0]), np.array([1.0, kappa_top]), starts
+        )
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         return (self.capacity - usl(self.workers, x[0], x[1])) / self.error
@@ -164,8 +180,9 @@ class Curve:
         return np.column_stack([slope, slope * n])
 
 
-def fit(workers: Sequence[int], capacity: Sequence[float],
-        errors: Sequence[float] | None = None) -> Fit | None:
+def fit(
+    workers: Sequence[int], capacity: Sequence[float], errors: Sequence[float] | None = None
+) -> Fit | None:
     """The law C(N) follows, chosen and fitted as above; None with fewer than MIN_POINTS counts.
     `errors`: each point's standard error (those at N = 1 are not used); None: unweighted."""
     n, c = np.asarray(workers, dtype=float), np.asarray(capacity, dtype=float)
@@ -178,9 +195,19 @@ def fit(workers: Sequence[int], capacity: Sequence[float],
     spread = noise(chi2, len(curve.workers) - (2 if law == "USL" else 1), curve.weighted)
     sigma_iv, kappa_iv = intervals(curve.problem(law == "Amdahl"), x, spread, law)
     fitted = usl(n, x[0], x[1])
-    return Fit(law, float(x[0]), float(x[1]), r_squared(c, fitted), len(n), sigma_iv, kappa_iv,
-               float(np.sum((c - fitted) ** 2)), curve.weighted, choice,
-               domain_words(curve, float(x[0])))
+    return Fit(
+        law,
+        float(x[0]),
+        float(x[1]),
+        r_squared(c, fitted),
+        len(n),
+        sigma_iv,
+        kappa_iv,
+        float(np.sum((c - fitted) ** 2)),
+        curve.weighted,
+        choice,
+        domain_words(curve, float(x[0])),
+    )
 
 
 def beyond_one(n: np.ndarray, c: np.ndarray, errors: Sequence[float] | None) -> Curve:
@@ -195,8 +222,10 @@ def choose(curve: Curve, fits: dict[str, tuple[np.ndarray, float]]) -> tuple[str
     (_, amdahl), (usl_x, usl_chi2) = fits["Amdahl"], fits["USL"]
     spread = noise(usl_chi2, len(curve.workers) - 2, curve.weighted)
     if spread is None:
-        return "Amdahl", (f"Amdahl: {len(curve.workers) + 1} worker counts and no measured spread "
-                          "leave no freedom to test κ")
+        return "Amdahl", (
+            f"Amdahl: {len(curve.workers) + 1} worker counts and no measured spread "
+            "leave no freedom to test κ"
+        )
     # χ² differences below `resolution` are rounding (exact data fit both laws to ~1e-30)
     resolution = 1e-20 * float(np.sum((curve.capacity / curve.error) ** 2))
     gain = amdahl - usl_chi2 if usl_x[1] > 0 and amdahl - usl_chi2 > resolution else 0.0
@@ -208,8 +237,9 @@ def choose(curve: Curve, fits: dict[str, tuple[np.ndarray, float]]) -> tuple[str
     return "Amdahl", f"Amdahl: κ's gain is within chance ({spread.test(ratio)})"
 
 
-def intervals(problem: lsq.Problem, x: np.ndarray, spread: Noise | None,
-              law: str) -> tuple[Interval | None, Interval | None]:
+def intervals(
+    problem: lsq.Problem, x: np.ndarray, spread: Noise | None, law: str
+) -> tuple[Interval | None, Interval | None]:
     if spread is None:
         return None, None
     rise = spread.critical * spread.scale
@@ -223,13 +253,17 @@ def domain_words(curve: Curve, sigma: float) -> str | None:
     if sigma >= 1 - EDGE:
         first = float(curve.workers.min())
         start = float(np.mean(curve.capacity[curve.workers == first]))
-        notes.append(f"retrograde from N = {first:g}: contention, no serial-fraction reading"
-                     if start < 1 else "no gain past one worker (σ on its bound 1): "
-                     "no serial-fraction reading")
+        notes.append(
+            f"retrograde from N = {first:g}: contention, no serial-fraction reading"
+            if start < 1
+            else "no gain past one worker (σ on its bound 1): no serial-fraction reading"
+        )
     above = sorted({f"{n:g}" for n, c in zip(curve.workers, curve.capacity) if c > n})
     if above:
-        notes.append(f"superlinear at N = {', '.join(above)} (capacity above N): beyond the law"
-                     + (", σ held at its bound 0" if sigma <= EDGE else ""))
+        notes.append(
+            f"superlinear at N = {', '.join(above)} (capacity above N): beyond the law"
+            + (", σ held at its bound 0" if sigma <= EDGE else "")
+        )
     return "; ".join(notes) or None
 
 

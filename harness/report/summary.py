@@ -14,25 +14,28 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from harness import HarnessError, confignames
-from harness.report.against import changes, changes_text, load_old_summary
-from harness import HarnessError, atomic, jsonout
+from harness import HarnessError, atomic, confignames, jsonout
 from harness.atomic import sync_file, sync_folder
-from harness.report import rawdata
 from harness.bench.matrix import Cell, cli_text, get_preset
+from harness.report import rawdata
+from harness.report.against import changes, changes_text, load_old_summary
 from harness.report.intervals import ratio_interval, widest, with_interval
 from harness.report.noisy import cell_noise, noise_summary
 from harness.report.rawdata import Measurement, RawFile, compare
 from harness.report.scaling import fit
 
 FORMAT = "ft-harness-report/1"
+
+
 def strategy_order() -> tuple[str, ...]:
     """Registration order (serial first; the built-ins as strategies/__init__ imports them),
     then strategies no plug-in here registers, by name."""
     from strategies import REGISTRY
+
     return tuple(REGISTRY)
 
 
@@ -68,14 +71,23 @@ def cell_order(cell: Cell) -> tuple[Any, ...]:
 
 # ---- the summary -----------------------------------------------------------------------------------
 
+
 def summarise(files: list[RawFile]) -> dict[str, Any]:
     index = Index(files)
     summary: dict[str, Any] = {
-        "format": FORMAT, "configurations": index.configs, "default_configuration": index.default,
-        "provenance": provenance(files), "settings": settings(files), "environment": environment(files),
-        "workloads": workload_tables(index), "single_thread_cost": single_thread_cost(index),
-        "scaling": scaling_fits(index), **workload_sections(index),
-        "missing": missing_cells(index), "noise": noise_summary(index.configs, index.all)}
+        "format": FORMAT,
+        "configurations": index.configs,
+        "default_configuration": index.default,
+        "provenance": provenance(files),
+        "settings": settings(files),
+        "environment": environment(files),
+        "workloads": workload_tables(index),
+        "single_thread_cost": single_thread_cost(index),
+        "scaling": scaling_fits(index),
+        **workload_sections(index),
+        "missing": missing_cells(index),
+        "noise": noise_summary(index.configs, index.all),
+    }
     summary["headline"] = headline(summary, index)
     if summary["headline"] is not None:
         summary["headline"]["widest_interval"] = widest(summary)
@@ -87,40 +99,66 @@ def dates(measurements: Iterable[Measurement]) -> tuple[str, str] | None:
     found = [d for m in measurements if (d := m.bench.get_dates())]
     if not found:
         return None
-    return min(d[0] for d in found).isoformat(timespec="seconds"), max(d[1] for d in found).isoformat(timespec="seconds")
+    return min(d[0] for d in found).isoformat(timespec="seconds"), max(
+        d[1] for d in found
+    ).isoformat(timespec="seconds")
 
 
 def provenance(files: list[RawFile]) -> dict[str, Any]:
     first = files[0]
     span = dates(m for f in files for m in f.measurements)
-    return {"hostname": first.common("hostname"), "cpu_model": first.common("ft_cpu_model"),
-            "preset": first.common("ft_preset"), "harness_version": first.common("ft_harness_version"),
-            "pyperf_version": first.common("perf_version"), "collected": list(span) if span else None,
-            "files": [{"path": f.path, "sha256": f.sha256[:16], "configuration": f.config,
-                       "benchmarks": len(f.measurements)} for f in files]}
+    return {
+        "hostname": first.common("hostname"),
+        "cpu_model": first.common("ft_cpu_model"),
+        "preset": first.common("ft_preset"),
+        "harness_version": first.common("ft_harness_version"),
+        "pyperf_version": first.common("perf_version"),
+        "collected": list(span) if span else None,
+        "files": [
+            {
+                "path": f.path,
+                "sha256": f.sha256[:16],
+                "configuration": f.config,
+                "benchmarks": len(f.measurements),
+            }
+            for f in files
+        ],
+    }
 
 
 def run_shape(bench: Any) -> dict[str, int]:
     """pyperf processes, values and warm-ups per process of one benchmark (`-p`, `-n`, `-w`)."""
     runs = [r for r in bench.get_runs() if r.values]
-    return {"processes": len(runs), "values_per_process": len(runs[0].values) if runs else 0,
-            "warmups_per_process": len(runs[0].warmups) if runs else 0}
+    return {
+        "processes": len(runs),
+        "values_per_process": len(runs[0].values) if runs else 0,
+        "warmups_per_process": len(runs[0].warmups) if runs else 0,
+    }
 
 
 def settings(files: list[RawFile]) -> dict[str, Any]:
     """The preset and how many pyperf processes/values/warm-ups each benchmark has."""
     sample = files[0].measurements[0].bench
     preset_name = files[0].common("ft_preset")
-    run_configs = {m.cell.workload + (f"/{m.cell.variant}" if m.cell.variant else ""):
-                   json.loads(m.meta["ft_run_config"]) for m in files[0].measurements}
-    return {"preset": preset_name, "description": preset_description(preset_name),
-            "selection": json.loads(files[0].common("ft_selection") or "{}"),
-            **run_shape(sample),  # the first file's; run_shapes has every file's (they may differ)
-            "run_shapes": {f.config: run_shape(f.measurements[0].bench) for f in files},
-            "loops": sample.get_metadata().get("loops"),
-            "bench_seconds": {f.config: round(sum(m.bench.get_total_duration() for m in f.measurements), 1)
-                              for f in files},
-            "run_configs": {k: trimmed_config(v) for k, v in sorted(run_configs.items())}}
+    run_configs = {
+        m.cell.workload + (f"/{m.cell.variant}" if m.cell.variant else ""): json.loads(
+            m.meta["ft_run_config"]
+        )
+        for m in files[0].measurements
+    }
+    return {
+        "preset": preset_name,
+        "description": preset_description(preset_name),
+        "selection": json.loads(files[0].common("ft_selection") or "{}"),
+        **run_shape(sample),  # the first file's; run_shapes has every file's (they may differ)
+        "run_shapes": {f.config: run_shape(f.measurements[0].bench) for f in files},
+        "loops": sample.get_metadata().get("loops"),
+        "bench_seconds": {
+            f.config: round(sum(m.bench.get_total_duration() for m in f.measurements), 1)
+            for f in files
+        },
+        "run_configs": {k: trimmed_config(v) for k, v in sorted(run_configs.items())},
+    }
 
 
 def preset_description(name: str | None) -> str:
@@ -134,30 +172,53 @@ def trimmed_config(config: dict[str, Any]) -> dict[str, Any]:
     """A run's settings that differ from RunConfig's defaults, minus what the cell's name already
     says and the machine-local data path (the raw files keep every field, in ft_run_config)."""
     from harness.config import all_options, core_fields
+
     defaults = {f.name: f.default for f in core_fields()}
     defaults.update({name: owners[0][1].default for name, owners in all_options().items()})
     drop = {"workload", "strategy", "workers", "model", "policy", "augment", "data"}
-    return {k: v for k, v in config.items() if k not in drop and defaults.get(k, v) != v or k == "seed"}
+    return {
+        k: v for k, v in config.items() if k not in drop and defaults.get(k, v) != v or k == "seed"
+    }
 
 
 def environment(files: list[RawFile]) -> dict[str, Any]:
     first = files[0]
-    machine = {key: first.common(f"ft_{key}") for key in ("cpu_model", "cpu_logical", "cpu_physical", "cpu_usable")}
-    machine.update(hostname=first.common("hostname"), platform=first.common("platform"),
-                   affinity=first.common("ft_affinity"), pinned_by_pyperf=first.common("cpu_affinity"))
+    machine = {
+        key: first.common(f"ft_{key}")
+        for key in ("cpu_model", "cpu_logical", "cpu_physical", "cpu_usable")
+    }
+    machine.update(
+        hostname=first.common("hostname"),
+        platform=first.common("platform"),
+        affinity=first.common("ft_affinity"),
+        pinned_by_pyperf=first.common("cpu_affinity"),
+    )
     return {"machine": machine, "configurations": [configuration_env(f) for f in files]}
 
 
 def configuration_env(f: RawFile) -> dict[str, Any]:
-    keys = ("python_version", "executable", "py_gil_disabled", "config_args", "numpy", "blas_library",
-            "blas_version", "thread_env")
+    keys = (
+        "python_version",
+        "executable",
+        "py_gil_disabled",
+        "config_args",
+        "numpy",
+        "blas_library",
+        "blas_version",
+        "thread_env",
+    )
     env: dict[str, Any] = {"configuration": f.config, **{k: f.common(f"ft_{k}") for k in keys}}
-    env["gil_enabled_observed"] = sorted({g for m in f.measurements for g in m.run_facts("ft_gil_enabled")})
-    env["blas_threads"] = {m.cell.strategy: sorted(set(m.run_facts("ft_blas_threads"))) for m in f.measurements}
+    env["gil_enabled_observed"] = sorted(
+        {g for m in f.measurements for g in m.run_facts("ft_gil_enabled")}
+    )
+    env["blas_threads"] = {
+        m.cell.strategy: sorted(set(m.run_facts("ft_blas_threads"))) for m in f.measurements
+    }
     return env
 
 
 # ---- per-workload tables ----------------------------------------------------------------------------
+
 
 def workload_tables(index: Index) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
@@ -179,14 +240,29 @@ def row(index: Index, m: Measurement) -> dict[str, Any]:
     vs_same, vs_default = vs_serial(index, m), vs_serial(index, m, index.default)
     speedup = 1.0 if same is m else (vs_same["speedup"] if vs_same else None)
     computing = threads(m)
-    return {"configuration": m.config, "name": m.cell.name, "workload": m.cell.workload, "series": m.cell.series,
-            "strategy": m.cell.strategy, "workers": m.cell.workers, "variant": m.cell.variant,
-            "model": m.cell.model, "unit": m.meta.get("ft_unit"), "mean_s": m.mean, "stdev_s": m.stdev,
-            "workload_variant": m.cell.baseline.variant, "threads": computing,
-            "values": len(m.values), "rate_per_s": m.rate, "is_baseline": same is m,
-            "vs_serial": vs_same, "vs_serial_default": vs_default, "noise": cell_noise(m),
-            "efficiency": speedup / computing if speedup is not None else None,
-            **digest_facts(m, same)}
+    return {
+        "configuration": m.config,
+        "name": m.cell.name,
+        "workload": m.cell.workload,
+        "series": m.cell.series,
+        "strategy": m.cell.strategy,
+        "workers": m.cell.workers,
+        "variant": m.cell.variant,
+        "model": m.cell.model,
+        "unit": m.meta.get("ft_unit"),
+        "mean_s": m.mean,
+        "stdev_s": m.stdev,
+        "workload_variant": m.cell.baseline.variant,
+        "threads": computing,
+        "values": len(m.values),
+        "rate_per_s": m.rate,
+        "is_baseline": same is m,
+        "vs_serial": vs_same,
+        "vs_serial_default": vs_default,
+        "noise": cell_noise(m),
+        "efficiency": speedup / computing if speedup is not None else None,
+        **digest_facts(m, same),
+    }
 
 
 def threads(m: Measurement) -> int:
@@ -209,8 +285,12 @@ def digest_facts(m: Measurement, serial: Measurement | None) -> dict[str, Any]:
     theirs = sorted(set(serial.run_facts("ft_digest"))) if serial is not None else []
     agrees = (mine == theirs) if len(mine) == 1 and len(theirs) == 1 else None
     claims = set(m.run_facts("ft_bitwise"))
-    return {"digest": mine[0][:12] if len(mine) == 1 else None, "distinct_digests": len(mine),
-            "digest_matches_serial": agrees, "bitwise": all(claims) if claims else None}
+    return {
+        "digest": mine[0][:12] if len(mine) == 1 else None,
+        "distinct_digests": len(mine),
+        "digest_matches_serial": agrees,
+        "bitwise": all(claims) if claims else None,
+    }
 
 
 def single_thread_cost(index: Index) -> list[dict[str, Any]]:
@@ -222,10 +302,17 @@ def single_thread_cost(index: Index) -> list[dict[str, Any]]:
         for other in (index.get(c, m.cell) for c in index.configs if c != index.default):
             if other is not None:  # t > 0 when `other` is slower, as the cost is then > 0
                 significant, t_score = rawdata.significance(other.values, m.values)
-                found.append({"name": m.cell.name, "configuration": other.config, "baseline": index.default,
-                              "cost_percent": (other.mean / m.mean - 1) * 100,
-                              "significant": significant, "t_score": t_score,
-                              "cost_interval_percent": cost_interval(other, m)})
+                found.append(
+                    {
+                        "name": m.cell.name,
+                        "configuration": other.config,
+                        "baseline": index.default,
+                        "cost_percent": (other.mean / m.mean - 1) * 100,
+                        "significant": significant,
+                        "t_score": t_score,
+                        "cost_interval_percent": cost_interval(other, m),
+                    }
+                )
     return found
 
 
@@ -237,30 +324,48 @@ def cost_interval(other: Measurement, base: Measurement) -> list[float] | None:
 
 # ---- scaling ---------------------------------------------------------------------------------------
 
+
 def scaling_fits(index: Index) -> list[dict[str, Any]]:
     """A USL/Amdahl fit per (configuration, workload, series, model) with >= 3 worker counts."""
     curves: dict[tuple[str, str, str, str], list[Measurement]] = {}
     for m in index.all:
         if m.cell.strategy != "serial":
-            curves.setdefault((m.config, m.cell.workload, m.cell.series, m.cell.model), []).append(m)
+            curves.setdefault((m.config, m.cell.workload, m.cell.series, m.cell.model), []).append(
+                m
+            )
     return [f for key, points in curves.items() if (f := curve_fit(index, key, points))]
 
 
-def curve_fit(index: Index, key: tuple[str, str, str, str], points: list[Measurement]) -> dict[str, Any] | None:
-    one = next((m for m in points if m.cell.workers == 1), None) or index.serial(key[0], points[0].cell)
+def curve_fit(
+    index: Index, key: tuple[str, str, str, str], points: list[Measurement]
+) -> dict[str, Any] | None:
+    one = next((m for m in points if m.cell.workers == 1), None) or index.serial(
+        key[0], points[0].cell
+    )
     if one is None:
         return None
     by_count = sorted({1: one, **{m.cell.workers: m for m in points}}.items())
     capacity = [(n, one.mean / m.mean, capacity_error(m, one)) for n, m in by_count]
     errors = [e for _, _, e in capacity]
-    found = fit([n for n, _, _ in capacity], [c for _, c, _ in capacity],
-                errors if all(e > 0 for e in errors[1:]) else None)
+    found = fit(
+        [n for n, _, _ in capacity],
+        [c for _, c, _ in capacity],
+        errors if all(e > 0 for e in errors[1:]) else None,
+    )
     if found is None:
         return None
-    return {"configuration": key[0], "workload": key[1], "series": key[2], "model": key[3],
-            "one_worker": one.cell.name, **found.as_dict(),
-            "curve": [{"workers": n, "capacity": c, "error": e, "fitted": found.capacity(n)}
-                      for n, c, e in capacity]}
+    return {
+        "configuration": key[0],
+        "workload": key[1],
+        "series": key[2],
+        "model": key[3],
+        "one_worker": one.cell.name,
+        **found.as_dict(),
+        "curve": [
+            {"workers": n, "capacity": c, "error": e, "fitted": found.capacity(n)}
+            for n, c, e in capacity
+        ],
+    }
 
 
 def capacity_error(m: Measurement, one: Measurement) -> float:
@@ -274,9 +379,11 @@ def capacity_error(m: Measurement, one: Measurement) -> float:
 
 # ---- workload-specific sections ---------------------------------------------------------------------
 
+
 def workload_sections(index: Index) -> dict[str, Any]:
     """Each workload's own section (declared with the workload), in registration order."""
     from harness.workloads import WORKLOADS, load_workloads
+
     load_workloads()
     return {w.report.key: w.report.rows(index) for w in WORKLOADS.values() if w.report}
 
@@ -303,24 +410,38 @@ def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     table: dict[str, dict[str, Any]] = {}
     for r in (r for r in rows if r["model"] == model):
         cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
-        cell[r["configuration"]] = {"rate_per_s": r["rate_per_s"], "vs_serial_default": r["vs_serial_default"],
-                                    "noisy": bool((r.get("noise") or {}).get("noisy")),
-                                    "is_default_baseline": r["is_baseline"] and r["configuration"] == index.default}
-    cost = [c for c in summary["single_thread_cost"] if c["name"] == f"data-parallel/serial/w1/{model}"]
-    return {"workload": "data-parallel", "model": model, "unit": rows[0]["unit"],
-            "columns": index.configs, "rows": table, "single_thread_cost": cost}
+        cell[r["configuration"]] = {
+            "rate_per_s": r["rate_per_s"],
+            "vs_serial_default": r["vs_serial_default"],
+            "noisy": bool((r.get("noise") or {}).get("noisy")),
+            "is_default_baseline": r["is_baseline"] and r["configuration"] == index.default,
+        }
+    cost = [
+        c for c in summary["single_thread_cost"] if c["name"] == f"data-parallel/serial/w1/{model}"
+    ]
+    return {
+        "workload": "data-parallel",
+        "model": model,
+        "unit": rows[0]["unit"],
+        "columns": index.configs,
+        "rows": table,
+        "single_thread_cost": cost,
+    }
 
 
 def reproduce(files: list[RawFile]) -> dict[str, Any]:
     preset = files[0].common("ft_preset") or "quick"
     selection = json.loads(files[0].common("ft_selection") or "{}")
     extra = "".join(f" --{k} {','.join(map(cli_text, v))}" for k, v in selection.items())
-    return {"nox": f"python3 -m pip install nox && nox -s report -- --preset {preset}{extra}",
-            "bench": f"python -m harness bench --preset {preset}{extra} --out reports/raw/<configuration>.json",
-            "report": "python -m harness report reports/raw/*.json -o reports/latest"}
+    return {
+        "nox": f"python3 -m pip install nox && nox -s report -- --preset {preset}{extra}",
+        "bench": f"python -m harness bench --preset {preset}{extra} --out reports/raw/<configuration>.json",
+        "report": "python -m harness report reports/raw/*.json -o reports/latest",
+    }
 
 
 # ---- writing ---------------------------------------------------------------------------------------
+
 
 def report_command(paths: list[str], out: str, against: str | None = None) -> str:
     target = Path(os.path.abspath(out))  # `-o .` has no name to build a sibling from
@@ -338,7 +459,9 @@ def report_command(paths: list[str], out: str, against: str | None = None) -> st
         if created:  # nothing of ours is left behind, not even the folder
             shutil.rmtree(target, ignore_errors=True)
         raise
-    done = f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+    done = (
+        f"wrote {target / 'REPORT.md'}, {target / 'summary.json'} and {len(summary['plots'])} plots"
+    )
     return done + (f"\n{changes_text(summary['against'])}" if old is not None else "")
 
 
@@ -348,6 +471,7 @@ def write_report(summary: dict[str, Any], target: Path) -> None:
     Anything else in the folder, also what appeared while rendering, is left alone."""
     from harness.report.markdown import render_markdown
     from harness.report.plots import render_plots
+
     earlier = earlier_plots(target)
     temp = target / f".report.{os.getpid()}.tmp"
     try:
@@ -376,8 +500,15 @@ def earlier_plots(target: Path) -> list[str]:
         plots = json.loads((target / "summary.json").read_text()).get("plots")
     except (OSError, ValueError, AttributeError, RecursionError):
         return []
-    return [p for p in plots if isinstance(p, str) and p.endswith(".png") and "/" not in p
-            and not p.startswith(".")] if isinstance(plots, list) else []
+    return (
+        [
+            p
+            for p in plots
+            if isinstance(p, str) and p.endswith(".png") and "/" not in p and not p.startswith(".")
+        ]
+        if isinstance(plots, list)
+        else []
+    )
 
 
 REPORT_FILES = ("REPORT.md", "summary.json")  # with the *.png plots: all that a report writes
@@ -394,10 +525,15 @@ def check_output_folder(target: Path) -> None:
         pid = stale.name.split(".")[2]
         if pid.isdigit() and not atomic.pid_alive(int(pid)):
             atomic.reap(stale, f"left by report process {pid}, which is gone")
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir()
-                     if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png"))
-                     and not p.name.startswith(".report."))
+    foreign = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in target.iterdir()
+        if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png"))
+        and not p.name.startswith(".report.")
+    )
     if foreign:
-        raise HarnessError(f"-o {target} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
-                           "which no report wrote; give a new folder or an earlier report's "
-                           "(raw files belong elsewhere)")
+        raise HarnessError(
+            f"-o {target} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+            "which no report wrote; give a new folder or an earlier report's "
+            "(raw files belong elsewhere)"
+        )

@@ -51,14 +51,20 @@ def timeline_of(events: list[dict[str, Any]]) -> Timeline:
     run = next(e for e in spans if e["name"] == "run")
     caller = (run["pid"], run["tid"])
     workers: dict[tuple[int, int], Worker] = {
-        caller: Worker(f"caller (pid {caller[0]}, {names.get(caller, '?')})")}
+        caller: Worker(f"caller (pid {caller[0]}, {names.get(caller, '?')})")
+    }
     for e in spans:
         if e["name"] == "task":
             key = (e["pid"], e["tid"])
             label = f"pid {key[0]}, {names.get(key, '?')}"
             workers.setdefault(key, Worker(label)).tasks.append((e["args"]["step"], *_ns(e)))
-    return Timeline(_ns(run), caller, [_ns(e) for e in spans if e["name"] == "map"],
-                    [_ns(e) for e in spans if e["name"] == "outside map"], workers)
+    return Timeline(
+        _ns(run),
+        caller,
+        [_ns(e) for e in spans if e["name"] == "map"],
+        [_ns(e) for e in spans if e["name"] == "outside map"],
+        workers,
+    )
 
 
 def breakdown(t: Timeline) -> list[dict[str, Any]]:
@@ -69,12 +75,17 @@ def breakdown(t: Timeline) -> list[dict[str, Any]]:
     rows = []
     for key, worker in t.workers.items():
         mine = key == t.caller
-        rows.append({"worker": worker.label, "tasks": len(worker.tasks),
-                     "compute_s": worker.compute_ns / 1e9,
-                     "waiting_s": max(0, in_maps - worker.compute_ns) / 1e9,
-                     "serial_s": serial / 1e9 if mine else 0.0,
-                     "startup_s": startup / 1e9 if mine else 0.0,
-                     "busy_in_maps": worker.compute_ns / in_maps if in_maps else 0.0})
+        rows.append(
+            {
+                "worker": worker.label,
+                "tasks": len(worker.tasks),
+                "compute_s": worker.compute_ns / 1e9,
+                "waiting_s": max(0, in_maps - worker.compute_ns) / 1e9,
+                "serial_s": serial / 1e9 if mine else 0.0,
+                "startup_s": startup / 1e9 if mine else 0.0,
+                "busy_in_maps": worker.compute_ns / in_maps if in_maps else 0.0,
+            }
+        )
     return rows
 
 
@@ -83,23 +94,39 @@ def totals(t: Timeline) -> dict[str, float]:
     serial = sum(end - start for start, end in t.gaps)
     computing = [w for w in t.workers.values() if w.tasks]
     compute = sum(w.compute_ns for w in computing)
-    return {"run_s": (t.run[1] - t.run[0]) / 1e9, "maps": len(t.maps), "in_maps_s": in_maps / 1e9,
-            "serial_s": serial / 1e9,
-            "serial_fraction": serial / (serial + in_maps) if serial + in_maps else 0.0,
-            "workers": len(computing),
-            "efficiency_in_maps": compute / (len(computing) * in_maps) if in_maps else 0.0}
+    return {
+        "run_s": (t.run[1] - t.run[0]) / 1e9,
+        "maps": len(t.maps),
+        "in_maps_s": in_maps / 1e9,
+        "serial_s": serial / 1e9,
+        "serial_fraction": serial / (serial + in_maps) if serial + in_maps else 0.0,
+        "workers": len(computing),
+        "efficiency_in_maps": compute / (len(computing) * in_maps) if in_maps else 0.0,
+    }
 
 
 def markdown(rows: list[dict[str, Any]], total: dict[str, float]) -> str:
-    lines = [("| worker | tasks | compute s | waiting in maps s | serial part s | start-up s | "
-              "busy in maps |"), "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['worker']} | {r['tasks']} | {r['compute_s']:.3f} | {r['waiting_s']:.3f} | "
-              f"{r['serial_s']:.3f} | {r['startup_s']:.3f} | {r['busy_in_maps']:.0%} |"
-              for r in rows]
-    lines += ["", (f"run {total['run_s']:.3f} s; {total['maps']} maps, {total['in_maps_s']:.3f} s "
-                   f"in maps, {total['serial_s']:.3f} s between them: measured serial fraction "
-                   f"{total['serial_fraction']:.1%}; {total['workers']} computing workers busy "
-                   f"{total['efficiency_in_maps']:.0%} of the time in maps")]
+    lines = [
+        (
+            "| worker | tasks | compute s | waiting in maps s | serial part s | start-up s | "
+            "busy in maps |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['worker']} | {r['tasks']} | {r['compute_s']:.3f} | {r['waiting_s']:.3f} | "
+        f"{r['serial_s']:.3f} | {r['startup_s']:.3f} | {r['busy_in_maps']:.0%} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        (
+            f"run {total['run_s']:.3f} s; {total['maps']} maps, {total['in_maps_s']:.3f} s "
+            f"in maps, {total['serial_s']:.3f} s between them: measured serial fraction "
+            f"{total['serial_fraction']:.1%}; {total['workers']} computing workers busy "
+            f"{total['efficiency_in_maps']:.0%} of the time in maps"
+        ),
+    ]
     if not total["maps"]:
         lines.append("no map was recorded: tasks streamed with submit (the loader) are not traced")
     return "\n".join(lines) + "\n"
@@ -108,14 +135,18 @@ def markdown(rows: list[dict[str, Any]], total: dict[str, float]) -> str:
 def draw(t: Timeline, path: Path, window: int = 3) -> None:
     """Two panels: the whole run, and `window` maps from the middle of it, one row per worker."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     middle = len(t.maps) // 2
     last = min(middle + window, len(t.maps)) - 1
     zoom = (t.maps[middle][0], t.maps[last][1]) if t.maps else t.run
     fig, axes = plt.subplots(2, 1, figsize=(12, 2.2 + 0.9 * len(t.workers)))
-    for ax, (lo, hi), title in ((axes[0], t.run, "whole run"),
-                                (axes[1], zoom, f"{window} maps from the middle")):
+    for ax, (lo, hi), title in (
+        (axes[0], t.run, "whole run"),
+        (axes[1], zoom, f"{window} maps from the middle"),
+    ):
         _panel(ax, t, lo, hi)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

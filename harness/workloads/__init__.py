@@ -5,8 +5,9 @@ facts the bench records, the cross-field rule its options obey)."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from harness import HarnessError
 from harness.options import Option
@@ -68,23 +69,45 @@ WORKLOADS: dict[str, Workload] = {}
 DESCRIPTIONS: dict[str, str] = {}  # name -> description, kept for readers of the old registry
 
 
-def workload(name: str, description: str, *, options: tuple[Option, ...] = (),
-             bench: WorkloadSpec | None = None, facts: tuple[str, ...] = (),
-             check: Callable[[RunConfig], None] | None = None, uses_model: bool = True,
-             report: ReportSection | None = None) -> Callable[[Run], Run]:
+def workload(
+    name: str,
+    description: str,
+    *,
+    options: tuple[Option, ...] = (),
+    bench: WorkloadSpec | None = None,
+    facts: tuple[str, ...] = (),
+    check: Callable[[RunConfig], None] | None = None,
+    uses_model: bool = True,
+    report: ReportSection | None = None,
+) -> Callable[[Run], Run]:
     """Decorator registering a workload under `name`; a name that is taken is refused."""
+
     def add(fn: Run) -> Run:
-        register_workload(Workload(name=name, description=description, run=fn, options=options,
-                                   bench=bench, facts=facts, check=check, uses_model=uses_model,
-                                   report=report, module=fn.__module__))
+        register_workload(
+            Workload(
+                name=name,
+                description=description,
+                run=fn,
+                options=options,
+                bench=bench,
+                facts=facts,
+                check=check,
+                uses_model=uses_model,
+                report=report,
+                module=fn.__module__,
+            )
+        )
         return fn
+
     return add
 
 
 def register_workload(declared: Workload) -> Workload:
     if declared.name in WORKLOADS:
-        raise HarnessError(f"workload {declared.name!r} is registered twice "
-                           f"({WORKLOADS[declared.name].module} and {declared.module})")
+        raise HarnessError(
+            f"workload {declared.name!r} is registered twice "
+            f"({WORKLOADS[declared.name].module} and {declared.module})"
+        )
     WORKLOADS[declared.name], DESCRIPTIONS[declared.name] = declared, declared.description
     return declared
 
@@ -105,6 +128,7 @@ def get_workload(name: str) -> Workload:
 def load_workloads() -> None:
     """Every plug-in (the built-in workloads first, in BUILTIN order)."""
     from harness import plugins
+
     plugins.load()
 
 

@@ -19,5 +19,6 @@ def to_shared(strategy: Strategy, array: np.ndarray) -> np.ndarray:
 
 def load_dataset(config: RunConfig, model: Model) -> Dataset:
     """The seeded synthetic set sized for the model: the same for every strategy and worker count."""
-    return synthetic(model.n_inputs, model.n_classes, config.train_samples,
-                     config.test_samples, config.seed)
+    return synthetic(
+        model.n_inputs, model.n_classes, config.train_samples, config.test_samples, config.seed
+    )

@@ -12,9 +12,10 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,15 @@ class MicrobatchGrad:
     gets a fresh copy of this object with each map, so it builds one per step.
     """
 
-    def __init__(self, model: Model, params: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 grads: np.ndarray, rows: int) -> None:
+    def __init__(
+        self,
+        model: Model,
+        params: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        grads: np.ndarray,
+        rows: int,
+    ) -> None:
         self.model, self.params, self.grads, self.rows = model, params, grads, rows
         self.x, self.y = x, y
         self._local = threading.local()
@@ -89,9 +97,11 @@ def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
 def step_microbatches(config: RunConfig, step: int, n_train: int) -> list[Microbatch]:
     """The microbatches of one step: consecutive slices of the epoch's shuffle."""
     epoch, position = divmod(step, n_train // config.batch)
-    batch = epoch_order(config.seed, epoch, n_train)[position * config.batch:(position + 1) * config.batch]
+    batch = epoch_order(config.seed, epoch, n_train)[
+        position * config.batch : (position + 1) * config.batch
+    ]
     size = config.microbatch_size
-    return [Microbatch(m, batch[m * size:(m + 1) * size]) for m in range(config.microbatches)]
+    return [Microbatch(m, batch[m * size : (m + 1) * size]) for m in range(config.microbatches)]
 
 
 @dataclass
@@ -111,8 +121,13 @@ def in_memory(config: RunConfig, strategy: Strategy, model: Model) -> StepSource
     """The synthetic set, all of it in shared memory; a step names rows of it."""
     data = load_dataset(config, model)
     steps = (step_microbatches(config, step, len(data.y_train)) for step in itertools.count())
-    return StepSource(to_shared(strategy, data.x_train), to_shared(strategy, data.y_train), steps,
-                      data.x_test, data.y_test)
+    return StepSource(
+        to_shared(strategy, data.x_train),
+        to_shared(strategy, data.y_train),
+        steps,
+        data.x_test,
+        data.y_test,
+    )
 
 
 def from_loader(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
@@ -126,8 +141,9 @@ def from_loader(config: RunConfig, strategy: Strategy, model: Model) -> StepSour
     return StepSource(x, y, _fill_each_step(feed, x, y, rows), feed.x_test, feed.y_test, feed)
 
 
-def _fill_each_step(feed: TrainingFeed, x: np.ndarray, y: np.ndarray,
-                    rows: list[Microbatch]) -> Iterator[list[Microbatch]]:
+def _fill_each_step(
+    feed: TrainingFeed, x: np.ndarray, y: np.ndarray, rows: list[Microbatch]
+) -> Iterator[list[Microbatch]]:
     while True:  # map() has returned before the next step overwrites the buffer
         batch = feed.next()
         x[...], y[...] = batch.x, batch.y
@@ -136,10 +152,20 @@ def _fill_each_step(feed: TrainingFeed, x: np.ndarray, y: np.ndarray,
 
 OPTIONS = (
     Option(name="steps", kind=int, default=50, minimum=1, help="SGD steps"),
-    Option(name="microbatches", kind=int, default=16, minimum=1,
-           help="tasks per step, fixed whatever the worker count (must divide --batch)"),
-    Option(name="momentum", kind=float, default=0.9, help="SGD momentum in [0, 1)",
-           check=lambda m: "" if 0 <= m < 1 else "must be in [0, 1)"),
+    Option(
+        name="microbatches",
+        kind=int,
+        default=16,
+        minimum=1,
+        help="tasks per step, fixed whatever the worker count (must divide --batch)",
+    ),
+    Option(
+        name="momentum",
+        kind=float,
+        default=0.9,
+        help="SGD momentum in [0, 1)",
+        check=lambda m: "" if 0 <= m < 1 else "must be in [0, 1)",
+    ),
     *PIPELINE_OPTIONS,
 )
 
@@ -155,8 +181,10 @@ def divide_message(batch: int, microbatches: int) -> str:
     of 10**12 would take hours to factor that way)."""
     below = batch - batch % microbatches
     batches = " or ".join(str(b) for b in (below, below + microbatches) if b >= 1)
-    return (f"microbatches={microbatches} must divide batch={batch}: e.g. --batch {batches}, "
-            f"or --microbatches {math.gcd(batch, microbatches)}")
+    return (
+        f"microbatches={microbatches} must divide batch={batch}: e.g. --batch {batches}, "
+        f"or --microbatches {math.gcd(batch, microbatches)}"
+    )
 
 
 def misfit(config: RunConfig) -> str:
@@ -172,38 +200,79 @@ def misfit(config: RunConfig) -> str:
 
 DISK = {f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}
 BENCH = WorkloadSpec(
-    unit="sample", units=lambda c: c.steps * c.batch, units_key="samples",
-    digest_key="params_sha256", variants={"": {}, **DISK}, misfit=misfit,
+    unit="sample",
+    units=lambda c: c.steps * c.batch,
+    units_key="samples",
+    digest_key="params_sha256",
+    variants={"": {}, **DISK},
+    misfit=misfit,
     presets={
         "quick": PresetPart(
-            grids=(grid("data-parallel", runs(["threads"], [1, 2, 4]) + [
-                       ("processes", 2), ("asyncio", 2), ("blas", 2)], models=["tiny"]),
-                   grid("data-parallel", runs(["threads"], [2]), ["disk-python"], ["784-32-10"])),
-            settings={"": {"steps": 60}, "disk-python": {"steps": 2, "batch": 256}}),
+            grids=(
+                grid(
+                    "data-parallel",
+                    runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2), ("blas", 2)],
+                    models=["tiny"],
+                ),
+                grid("data-parallel", runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
+            ),
+            settings={"": {"steps": 60}, "disk-python": {"steps": 2, "batch": 256}},
+        ),
         "full": PresetPart(
-            grids=(grid("data-parallel", runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
-                        models=["tiny", "large"]),
-                   grid("data-parallel", runs(["threads", "processes"], [1, 2, 4]),
-                        ["disk-python", "disk-numpy"], ["784-64-10"])),
-            settings={"": {"steps": 200}, "disk-python": {"steps": 16, "batch": 256},
-                      "disk-numpy": {"steps": 16, "batch": 256}}),
+            grids=(
+                grid(
+                    "data-parallel",
+                    runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
+                    models=["tiny", "large"],
+                ),
+                grid(
+                    "data-parallel",
+                    runs(["threads", "processes"], [1, 2, 4]),
+                    ["disk-python", "disk-numpy"],
+                    ["784-64-10"],
+                ),
+            ),
+            settings={
+                "": {"steps": 200},
+                "disk-python": {"steps": 16, "batch": 256},
+                "disk-numpy": {"steps": 16, "batch": 256},
+            },
+        ),
         "scaling": PresetPart(
-            grids=(grid("data-parallel", runs(["threads"], [1, 2, 4, 8, 16])
-                        + [("processes", w) for w in (2, 4, 8, 16)] + [("asyncio", 16)],
-                        models=["tiny"]),
-                   # a model where NumPy's kernels, not Python, take most of the time
-                   grid("data-parallel", runs(["threads", "blas"], [4, 16]) + [("processes", 16)],
-                        models=["small"])),
+            grids=(
+                grid(
+                    "data-parallel",
+                    runs(["threads"], [1, 2, 4, 8, 16])
+                    + [("processes", w) for w in (2, 4, 8, 16)]
+                    + [("asyncio", 16)],
+                    models=["tiny"],
+                ),
+                # a model where NumPy's kernels, not Python, take most of the time
+                grid(
+                    "data-parallel",
+                    runs(["threads", "blas"], [4, 16]) + [("processes", 16)],
+                    models=["small"],
+                ),
+            ),
             # batch 4096 = 64 x 64 rows: the same microbatch size as the default 1024 = 16 x 64
-            settings={"": {"steps": 20, "batch": 4096, "microbatches": 64}}),
+            settings={"": {"steps": 20, "batch": 4096, "microbatches": 64}},
+        ),
         "smoke": PresetPart(
             grids=(grid("data-parallel", runs(["threads"], [1, 2, 3]), models=["tiny"]),),
-            settings={"": {"steps": 4, "batch": 256}}),
-    })
+            settings={"": {"steps": 4, "batch": 256}},
+        ),
+    },
+)
 
 
-@workload("data-parallel", "SGD with a fixed set of microbatches per step, reduced in order",
-          options=OPTIONS, bench=BENCH, check=check, facts=("final_loss", "accuracy", "stall_fraction"))
+@workload(
+    "data-parallel",
+    "SGD with a fixed set of microbatches per step, reduced in order",
+    options=OPTIONS,
+    bench=BENCH,
+    check=check,
+    facts=("final_loss", "accuracy", "stall_fraction"),
+)
 def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     model = config.build_model()
     source = (from_loader if config.data else in_memory)(config, strategy, model)
@@ -230,9 +299,15 @@ def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
 
     samples = config.steps * config.batch
     return {
-        "steps": config.steps, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
-        "batch": config.batch, "microbatches": config.microbatches, **model.describe(),
-        "initial_loss": losses[0], "final_loss": losses[-1],
+        "steps": config.steps,
+        "samples": samples,
+        "wall_s": wall,
+        "samples_per_s": samples / wall,
+        "batch": config.batch,
+        "microbatches": config.microbatches,
+        **model.describe(),
+        "initial_loss": losses[0],
+        "final_loss": losses[-1],
         "test_loss": model.mean_loss(params, source.x_test, source.y_test),
         "accuracy": model.accuracy(params, source.x_test, source.y_test),
         "params_sha256": params_digest(params),

@@ -21,8 +21,9 @@ class UnsafeMLP(MLP):
     def workspace(self, flat: np.ndarray, rows: int) -> PlainWorkspace:
         return PlainWorkspace(self, flat)  # every gradient goes through loss_and_grad below
 
-    def loss_and_grad(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    def loss_and_grad(
+        self, flat: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         scratch = _scratch.setdefault(self.size, np.empty(self.size))
         loss, _ = super().loss_and_grad(flat, x, y, out=scratch)
         time.sleep(0.0005)  # another thread runs here and overwrites the scratch buffer
@@ -31,9 +32,13 @@ class UnsafeMLP(MLP):
         return loss, grad
 
 
-register_model(ModelPlugin(
-    name="unsafe-mlp", module=__name__,
-    description="the MLP with its gradient in a module-global buffer (thread-unsafe on purpose)",
-    accepts=lambda text: text.startswith(PREFIX),
-    build=lambda text: UnsafeMLP(parse_widths(text[len(PREFIX):])),
-    examples=("unsafe-tiny",)))
+register_model(
+    ModelPlugin(
+        name="unsafe-mlp",
+        module=__name__,
+        description="the MLP with its gradient in a module-global buffer (thread-unsafe on purpose)",
+        accepts=lambda text: text.startswith(PREFIX),
+        build=lambda text: UnsafeMLP(parse_widths(text[len(PREFIX) :])),
+        examples=("unsafe-tiny",),
+    )
+)

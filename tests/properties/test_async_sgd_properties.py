@@ -4,9 +4,10 @@ threads, asyncio and processes. A deadlock fails the test through the timeout in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.model import MLP
-from harness.params import (MAX_LOCKS, ParamStore, locks_needed, probe_deltas, probe_expected,
-                            probe_worker, stripes_for)
+from harness.params import (
+    MAX_LOCKS,
+    ParamStore,
+    locks_needed,
+    probe_deltas,
+    probe_expected,
+    probe_worker,
+    stripes_for,
+)
 from harness.workloads.common import to_shared
 from strategies import create
 from strategies.base import Strategy
@@ -67,8 +75,14 @@ def cases(draw: st.DrawFn) -> Case:
     widths = tuple(draw(st.lists(st.integers(1, 40), min_size=2, max_size=4)))
     policy = draw(st.sampled_from(["lock", "striped"]))
     stripes = draw(st.none() | st.integers(1, MLP(widths).size))  # None: one stripe per layer
-    return Case(policy, widths, stripes, draw(st.integers(1, MAX_WORKERS)), draw(st.integers(1, 200)),
-                draw(st.integers(0, 2**32 - 1)))
+    return Case(
+        policy,
+        widths,
+        stripes,
+        draw(st.integers(1, MAX_WORKERS)),
+        draw(st.integers(1, 200)),
+        draw(st.integers(0, 2**32 - 1)),
+    )
 
 
 def run_probe(pool: Pool, case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -76,10 +90,11 @@ def run_probe(pool: Pool, case: Case) -> tuple[np.ndarray, np.ndarray]:
     model = MLP(case.widths)
     stripes = stripes_for(case.policy, model, case.stripes)
     params = pool.strategy.shared_array(model.size)
-    store = ParamStore.build(params, stripes, pool.locks[:locks_needed(case.policy, len(stripes))])
+    store = ParamStore.build(params, stripes, pool.locks[: locks_needed(case.policy, len(stripes))])
     deltas = to_shared(pool.strategy, probe_deltas(case.seed, case.workers, model.size))
-    pool.strategy.map(partial(probe_worker, store=store, deltas=deltas, updates=case.updates),
-                      range(case.workers))
+    pool.strategy.map(
+        partial(probe_worker, store=store, deltas=deltas, updates=case.updates), range(case.workers)
+    )
     return probe_expected(deltas, case.updates), np.array(params)
 
 
