@@ -392,20 +392,17 @@ def load_plugins(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    quiet = argv[:1] == ["bench"] and "--worker" in argv  # a pyperf worker: its manager says it
     try:
-        rest = load_plugins(sys.argv[1:] if argv is None else argv)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    args = parse(rest)
-    interrupt_on_termination()
-    try:
+        interrupt_on_termination()
+        args = parse(load_plugins(argv))  # plug-ins first: their options shape the parser
         return COMMANDS[args.command][0](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)  # 2: bad input; a crashed worker says 1
-    except KeyboardInterrupt:
-        if not (args.command == "bench" and "--worker" in args.argv):  # its manager says it once
+    except KeyboardInterrupt:  # also while imports and plug-ins load: one line, never a traceback
+        if not quiet:
             print("error: interrupted", file=sys.stderr)
         return 130
 

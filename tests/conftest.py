@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "threading"))
+
+# A script that starts the tests in the background (`nox ... &`) hands every process SIGINT
+# *ignored*, and an ignored signal stays ignored across exec: the interrupt tests' children would
+# never see their Ctrl-C. A handler (unlike SIG_IGN) is reset to the default at exec, so with
+# this one every process the tests start begins with SIGINT's usual meaning.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def our_segments() -> set[str]:

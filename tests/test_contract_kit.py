@@ -57,7 +57,7 @@ def test_mpi_keeps_the_contract_inside_a_real_two_rank_job() -> None:
         "skip = ('exception_propagates',)\n"
         "testing.check_strategy(Mpi, 2, skip=skip)\n"
         "testing.check_strategy(Mpi, 2, skip=skip, threads_per_rank=2)\n"
-        "print('kit passed on rank', Mpi(2).rank)\n"
+        "import sys; sys.stdout.write(f'kit passed on rank {Mpi(2).rank}\\n'); sys.stdout.flush()\n"
     )
     proc = subprocess.run(
         [str(mpiexec_path()), "-n", "2", sys.executable, "-c", script],

@@ -133,6 +133,8 @@ def quiet_share(seconds: float = 1.0) -> float:
     return meter.facts().get("noise", 1.0)
 
 
+# slow: it needs the machine to itself (-n 2 runs other tests beside it, which is noise too)
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc")
 def test_a_real_burner_during_one_configuration_flags_exactly_its_cells(tmp_path: Path) -> None:
     """End to end on a quiet machine: two rounds of two configurations (labels; the same
