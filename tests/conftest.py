@@ -18,11 +18,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "threading"))
 
-# A script that starts the tests in the background (`nox ... &`) hands every process SIGINT
-# *ignored*, and an ignored signal stays ignored across exec: the interrupt tests' children would
-# never see their Ctrl-C. A handler (unlike SIG_IGN) is reset to the default at exec, so with
-# this one every process the tests start begins with SIGINT's usual meaning.
-signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def ctrl_c_as_usual() -> None:
+    """Popen's preexec_fn for a child that a test sends Ctrl-C: a script that starts the tests
+    in the background (`nox ... &`) hands every process SIGINT *ignored*, and an ignored signal
+    stays ignored across exec, so the child would never see it. A terminal's foreground job,
+    which these tests stand for, has SIGINT's usual meaning."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def our_segments() -> set[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import ctrl_c_as_usual  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 LONG_RUN = [
     sys.executable,
@@ -47,7 +49,12 @@ def wait_until(condition, timeout: float) -> bool:
 def started_run() -> tuple[subprocess.Popen, list[psutil.Process]]:
     """A long processes run, returned once its segments exist and its workers are up."""
     proc = subprocess.Popen(
-        LONG_RUN, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        LONG_RUN,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_as_usual,
     )
     parent = psutil.Process(proc.pid)
     assert wait_until(
@@ -105,6 +112,7 @@ def group_run(options: list[str]) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_usual,
     )
 
 
@@ -273,6 +281,7 @@ def test_killed_worker_is_one_line_naming_it(workload: str, tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_usual,
     )
     assert wait_until(functools.partial(workers_busy, proc.pid), 60), "workers never got going"
     children = descendants(proc.pid)
@@ -321,6 +330,7 @@ def test_group_sigint_ends_bench_with_one_line_and_status_130(tmp_path: Path) ->
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=ctrl_c_as_usual,
         )
         seen: set[int] = set()
         deadline = time.monotonic() + delay

@@ -27,7 +27,7 @@ from harness.workloads.data_parallel import run_data_parallel
 from strategies import open_strategy
 from strategies.spmd import Spmd
 from strategies.spmd_comm import Aborted
-from tests.conftest import our_segments
+from tests.conftest import ctrl_c_as_usual, our_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"steps": 5, "batch": 64, "microbatches": 16, "train_samples": 256, "test_samples": 32}
@@ -183,6 +183,7 @@ def started(*extra: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_usual,
     )
     assert wait_until(lambda: len(workers_of(proc.pid)) == 2 and segments_of(proc.pid), 60)
     time.sleep(1.0)  # into the training loop
