@@ -22,9 +22,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "threading"))
 def ctrl_c_as_usual() -> None:
     """Popen's preexec_fn for a child that a test sends Ctrl-C: a script that starts the tests
     in the background (`nox ... &`) hands every process SIGINT *ignored*, and an ignored signal
-    stays ignored across exec, so the child would never see it. A terminal's foreground job,
+    stays ignored across exec (as a blocked one stays blocked), so the child would never see it.
+    A terminal's foreground job,
     which these tests stand for, has SIGINT's usual meaning."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def our_segments() -> set[str]:

@@ -408,10 +408,17 @@ def run_cells(
 
 
 def main(argv: list[str]) -> int:
+    """The bench; the caller's Ctrl-C handler and signal mask are as they were afterwards (the
+    bench routes and holds SIGINT while it runs, and may be called in-process)."""
+    handler = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
     try:
         return run_bench(argv)
     except Interrupted:
         raise KeyboardInterrupt from None  # the CLI: one line, exit status 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def run_bench(argv: list[str]) -> int:
