@@ -24,6 +24,7 @@ from harness.report.rawdata import significance
 from harness.workloads import workload_plugin
 
 MIN_ROUNDS = 5  # values per candidate before its sweep may grow: medians of five
+ROUND_MARGIN = 1.25  # rounds vary: start one only if 1.25 times the last still fits the budget
 SERIAL = "serial"
 
 
@@ -159,7 +160,7 @@ def rounds(
     """Interleaved rounds until each candidate has `wanted` values; False if the budget ran out."""
     per_round = None
     while min(len(plan.measured[c].rates) for c in candidates) < wanted:
-        if per_round is not None and per_round > plan.left_s():
+        if per_round is not None and per_round * ROUND_MARGIN > plan.left_s():
             missing = [c.name for c in candidates if len(plan.measured[c].rates) < wanted]
             plan.skipped.append(
                 f"stopped after {plan.rounds} rounds to stay within "
