@@ -133,13 +133,15 @@ def used_cpu(proc: subprocess.Popen, seconds: float) -> bool:
 
 def busy(proc: subprocess.Popen) -> bool:
     """The run is in its training loop: it has used a second of CPU (imports take less) or,
-    for processes, its segments exist and its workers run."""
+    for processes, its segments exist and both workers run beside the resource tracker and the
+    fork server. (A Ctrl-C while the pool is still starting a worker can make the fork server
+    print that child's traceback: a known start-up gap, see README; not what this test is for.)"""
     try:
         run = psutil.Process(proc.pid)
         cpu = sum(run.cpu_times()[:2])
     except psutil.NoSuchProcess:
         return True  # ended early: the caller's assertions will say how
-    started = len(segments_of(proc.pid)) >= 3 and len(run.children(recursive=True)) >= 3
+    started = len(segments_of(proc.pid)) >= 3 and len(run.children(recursive=True)) >= 4
     return cpu >= 1.0 or started
 
 

@@ -284,6 +284,7 @@ def test_process_workers_ignore_ctrl_c(method: str) -> None:
 
 
 @pytest.mark.thread_unsafe  # signals are delivered to the main thread only
+@pytest.mark.usefixtures("usual_ctrl_c")
 def test_ctrl_c_deferred_raises_at_the_end_of_the_block() -> None:
     reached_end = False
     with pytest.raises(KeyboardInterrupt):
@@ -297,6 +298,7 @@ def test_ctrl_c_deferred_raises_at_the_end_of_the_block() -> None:
 
 
 @pytest.mark.thread_unsafe  # signals are delivered to the main thread only
+@pytest.mark.usefixtures("usual_ctrl_c")
 def test_ctrl_c_during_asyncio_map_cancels_it_and_the_loop_closes() -> None:
     """Before: KeyboardInterrupt raised inside the loop could leave it marked running, and
     close() said "Cannot close a running event loop"."""
