@@ -402,9 +402,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)  # 2: bad input; a crashed worker says 1
     except KeyboardInterrupt:  # also while imports and plug-ins load: one line, never a traceback
-        if not quiet:
-            print("error: interrupted", file=sys.stderr)
-        return 130
+        return interrupted(quiet)
+    except ImportError as exc:  # NumPy turns a Ctrl-C during its import into an ImportError
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            return interrupted(quiet)
+        raise
+
+
+def interrupted(quiet: bool) -> int:
+    if not quiet:
+        print("error: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from harness import HarnessError
 
 # Registration order is the order `list` and the report show: the reference first, then the
 # thread pool, the two process shapes (pool; every worker runs the loop), the rest.
-from strategies import asyncio_offload, blas, mpi, processes, serial, spmd, threads  # noqa: F401,I001
+from strategies import serial, threads, processes, spmd, mpi, asyncio_offload, blas  # noqa: F401,I001  # isort: skip
 from strategies.base import REGISTRY, Strategy, get_strategy, register
 
 __all__ = ["REGISTRY", "Strategy", "get_strategy", "register", "create", "open_strategy"]
