@@ -82,6 +82,8 @@ def test_share_is_other_plus_steal_over_the_machines_cpu_time() -> None:
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
+# slow: its shares assume the machine to itself (-n 2 runs other tests beside it: noise too)
+@pytest.mark.slow
 def test_real_background_load_counts_as_other_and_our_own_children_do_not() -> None:
     """A burner outside our tree and one inside it, both burning while the meter watches: the
     meter's 'other' covers at least what the outside one used (read from its own /proc entry),
