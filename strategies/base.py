@@ -262,6 +262,18 @@ class ctrl_c_deferred:  # noqa: N801  (a context manager, used like a function)
             previous(signal.SIGINT, None)  # in place of whatever the block was doing
 
 
+def process_context(start_method: str) -> Any:
+    """multiprocessing's context for `start_method`; HarnessError naming what this OS offers."""
+    import multiprocessing
+
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise HarnessError(
+            f"start_method={start_method!r} is not available here; "
+            f"available: {', '.join(multiprocessing.get_all_start_methods())}"
+        )
+    return multiprocessing.get_context(start_method)
+
+
 def split_evenly(tasks: Sequence[T], parts: int) -> list[Sequence[T]]:
     """Contiguous, near-equal slices of `tasks` (at most `parts`, none empty), in order.
 

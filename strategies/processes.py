@@ -47,6 +47,7 @@ from strategies.base import (
     WorkerDied,
     concatenated,
     ctrl_c_deferred,
+    process_context,
     register,
     run_slice,
     split_evenly,
@@ -200,12 +201,7 @@ class Processes(Strategy):
 
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
-        if self.start_method not in multiprocessing.get_all_start_methods():
-            raise HarnessError(
-                f"start_method={self.start_method!r} is not available here; "
-                f"available: {', '.join(multiprocessing.get_all_start_methods())}"
-            )
-        context = multiprocessing.get_context(self.start_method)
+        context = process_context(self.start_method)
         self._token = uuid.uuid4().hex
         self._guard = threading.Lock()  # lock(), job ids and the death note, from any thread
         self._next_lock = 0

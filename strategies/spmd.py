@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError
-from strategies.base import START_METHOD, R, Strategy, T, concatenated, register, sum_in_order
+from strategies.base import (
+    START_METHOD,
+    R,
+    Strategy,
+    T,
+    concatenated,
+    process_context,
+    register,
+    sum_in_order,
+)
 from strategies.mpi import rank_bounds
 from strategies.spmd_comm import POLL_S, Aborted, Comm, Handles, death_text, new_handles
 
@@ -68,12 +77,7 @@ class Spmd(Strategy):
 
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
-        if self.start_method not in multiprocessing.get_all_start_methods():
-            raise HarnessError(
-                f"start_method={self.start_method!r} is not available here; "
-                f"available: {', '.join(multiprocessing.get_all_start_methods())}"
-            )
-        context = multiprocessing.get_context(self.start_method)
+        context = process_context(self.start_method)
         handles = new_handles(workers, context, LOCK_BANK_SIZE)
         self._join(Comm(handles, 0))
         self._peers: list[Peer] = []
