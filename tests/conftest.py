@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -27,6 +28,15 @@ def ctrl_c_as_usual() -> None:
     which these tests stand for, has SIGINT's usual meaning."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process that ends between psutil's two looks is gone, not an
+    error (CI saw `NoSuchProcess` from status() right after is_running() said yes)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def our_segments() -> set[str]:

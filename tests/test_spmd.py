@@ -27,7 +27,7 @@ from harness.workloads.data_parallel import run_data_parallel
 from strategies import open_strategy
 from strategies.spmd import Spmd
 from strategies.spmd_comm import Aborted
-from tests.conftest import ctrl_c_as_usual, our_segments
+from tests.conftest import alive, ctrl_c_as_usual, our_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"steps": 5, "batch": 64, "microbatches": 16, "train_samples": 256, "test_samples": 32}
@@ -219,7 +219,7 @@ def wait_until(condition: Any, timeout: float) -> bool:
 
 
 def gone(processes: list[psutil.Process]) -> bool:
-    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    return not any(alive(p) for p in processes)
 
 
 @pytest.mark.timeout(120)

@@ -23,7 +23,7 @@ from harness import HarnessError
 from strategies import REGISTRY, create, get_strategy, register
 from strategies.base import Strategy, WorkerDied, blas_summary, ctrl_c_deferred, split_evenly
 from strategies.processes import LOCK_BANK_SIZE
-from tests.conftest import our_segments
+from tests.conftest import alive, our_segments
 
 # SPMD strategies map only where every worker runs the workload: tests/test_mpi.py, test_spmd.py
 ALL = sorted(name for name, cls in REGISTRY.items() if not cls.spmd)
@@ -268,7 +268,7 @@ def test_close_stops_a_stuck_worker() -> None:
     workers = [psutil.Process(pid) for pid in s._pids]  # type: ignore[attr-defined]
     s.shared_array(4)
     s.close()
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not any(alive(w) for w in workers)
     assert not our_segments()
 
 
