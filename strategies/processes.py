@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -192,6 +193,19 @@ def _noop(_: object) -> int:
     return os.getpid()
 
 
+# A semaphore finalized by a garbage collection that runs inside the resource tracker's own lock
+# (the pool's queues, collected while we unregister a segment) makes multiprocessing warn
+# "ResourceTracker called reentrantly ... might leak" on stderr (2 of 40 group Ctrl-Cs on 3.13t,
+# once per queue semaphore). Nothing leaks: SemLock._cleanup unlinks the semaphore before it
+# unregisters it, and the unregister message is still sent after the warning.
+warnings.filterwarnings(
+    "ignore",
+    message="ResourceTracker called reentrantly",
+    category=UserWarning,
+    module="multiprocessing.resource_tracker",
+)
+
+
 @register
 class Processes(Strategy):
     name = "processes"
@@ -209,20 +223,13 @@ class Processes(Strategy):
         self._job_ids = itertools.count(1)
         self._death: str | None = None  # the first dead worker, in WorkerDied's words
         self._segments: list[SharedMemory] = []
-        with signals_blocked():  # the resource tracker, fork server and workers all start here
-            resource_tracker.ensure_running()
-            self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
-            _LOCK_BANKS[self._token] = self._locks
-            self._board = context.Array("q", 2 * workers)  # per worker: pid, running job id
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=context,
-                initializer=_init_worker,
-                initargs=(self._token, self._locks, self._board),
-            )
-            started = [self._start(lambda: "its start-up", _noop, i) for i in range(workers)]
+        self._pool: ProcessPoolExecutor | None = None
         try:  # start the workers outside timed code; a failed or interrupted start leaves nothing
+            # Ctrl-C held for the whole start: another thread (BLAS's) may take the signal while
+            # this one blocks it, and a KeyboardInterrupt inside the pool's submit could leave a
+            # worker started but untracked, which then outlives us and fails on our unlinked locks
             with ctrl_c_deferred() as interrupted:
+                started = self._start_pool(context)
                 wait_unless(started, interrupted)
             self._pids = {f.result() for f in started}
         except BaseException as exc:
@@ -232,6 +239,21 @@ class Processes(Strategy):
         threading.Thread(
             target=self._watch, args=(workers,), name="ft-harness-watch", daemon=True
         ).start()
+
+    def _start_pool(self, context: Any) -> list[Future[int]]:
+        """The locks, the board and the pool, with every worker asked to start."""
+        with signals_blocked():  # the resource tracker, fork server and workers all start here
+            resource_tracker.ensure_running()
+            self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
+            _LOCK_BANKS[self._token] = self._locks
+            self._board = context.Array("q", 2 * self.workers)  # per worker: pid, running job id
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self._token, self._locks, self._board),
+            )
+            return [self._start(lambda: "its start-up", _noop, i) for i in range(self.workers)]
 
     def _watch(self, workers: list[BaseProcess]) -> None:
         """Once a worker has ended: if the strategy is still open and the pool has not noticed
@@ -349,7 +371,8 @@ class Processes(Strategy):
     def _close(self) -> None:
         with ctrl_c_deferred():  # bounded, and a second Ctrl-C must not cut the clean-up short
             try:
-                stop_pool(self._pool)
+                if self._pool is not None:
+                    stop_pool(self._pool)
             finally:
                 _LOCK_BANKS.pop(self._token, None)
                 for shm in self._segments:

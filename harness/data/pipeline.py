@@ -34,7 +34,8 @@ from harness.data.shards import open_shards
 from harness.data.synthetic import read_idx
 from harness.options import Option
 from harness.seeding import Domain, rng_for
-from strategies.base import Strategy
+from strategies.base import Strategy, ctrl_c_deferred
+from strategies.pool_faults import POLL_S, wait_unless
 
 # The pipeline's settings, declared once and shared by the workloads that read through it
 # (loader, and data-parallel with --data).
@@ -260,14 +261,24 @@ def _next_ready(pending: dict[Future[R], None], ordered: bool) -> Future[R]:
             return next(iter(pending))
         if not ordered and done:
             return done[0]
-        wait([f for f in pending if not f.done()], return_when=FIRST_COMPLETED)
+        _wait_any([f for f in pending if not f.done()])
+
+
+def _wait_any(futures: list[Future[R]]) -> None:
+    """Until one of `futures` is done, looking for a held-back Ctrl-C every POLL_S: raised inside
+    concurrent.futures' wait, KeyboardInterrupt can leave a future's lock held (wait takes them
+    one by one), and the pool's shutdown then hangs. Ctrl-C is raised once the wait has ended."""
+    with ctrl_c_deferred() as interrupted:
+        while not interrupted() and not wait(futures, POLL_S, FIRST_COMPLETED).done:
+            pass
 
 
 def _drain(pending: dict[Future[R], None]) -> None:
     """Cancel what has not started; wait for what has (bounded: at most `bound` tasks)."""
     for future in pending:
         future.cancel()
-    wait(pending)
+    with ctrl_c_deferred() as interrupted:  # as in _wait_any
+        wait_unless(list(pending), interrupted)
 
 
 def batches_digest(digests: list[bytes], ordered: bool) -> str:
