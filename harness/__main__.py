@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+# Before any import, a Ctrl-C is held back until the plug-ins (NumPy with them) are loaded: one
+# landing inside NumPy's C import can come out as an ImportError with no trace of the interrupt
+# (PyCapsule_Import replaces it), and one at this module's own imports precedes main()'s try.
+if __name__ == "__main__":
+    import _signal  # built in (no Python code runs), unlike `signal`, whose enums take a while
+
+    _EARLY_CTRL_C: list[int] = []
+
+    def _hold_ctrl_c(signum: int, frame: object) -> None:
+        _EARLY_CTRL_C.append(signum)
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:  # not if ignored
+        _signal.signal(_signal.SIGINT, _hold_ctrl_c)
+
 import argparse
 import re
 import signal
@@ -397,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interrupt_on_termination()
         args = parse(load_plugins(argv))  # plug-ins first: their options shape the parser
+        release_early_ctrl_c()
         return COMMANDS[args.command][0](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -407,6 +422,17 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
             return interrupted(quiet)
         raise
+
+
+def release_early_ctrl_c() -> None:
+    """Python's own Ctrl-C handling again, and a Ctrl-C held back while the imports ran raised
+    now, inside main's try (one line, exit 130, not a traceback or an ImportError)."""
+    hold = globals().get("_hold_ctrl_c")
+    if hold is None or signal.getsignal(signal.SIGINT) is not hold:
+        return  # imported, not run (tests), or SIGINT was ignored at start-up
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _EARLY_CTRL_C:
+        raise KeyboardInterrupt
 
 
 def interrupted(quiet: bool) -> int:
