@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError
-from harness.bench.matrix import DATA, DATA_SHAPE, PresetPart, WorkloadSpec, grid, runs
+from harness.bench.matrix import (
+    DATA,
+    DATA_SHAPE,
+    PLAIN_LOOP,
+    PresetPart,
+    WorkloadSpec,
+    grid,
+    runs,
+)
 from harness.config import RunConfig
 from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
@@ -199,6 +207,9 @@ def misfit(config: RunConfig) -> str:
 
 
 DISK = {f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}
+# the hand-written loop at serial's and threads x2's work, measured in the same rounds: the
+# report's harness overhead (serial) and harness against the plain loop (threads)
+PLAIN_LOOP_CELLS = grid("data-parallel", [(PLAIN_LOOP, 1), (PLAIN_LOOP, 2)], models=["tiny"])
 BENCH = WorkloadSpec(
     unit="sample",
     units=lambda c: c.steps * c.batch,
@@ -214,6 +225,7 @@ BENCH = WorkloadSpec(
                     runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2), ("blas", 2)],
                     models=["tiny"],
                 ),
+                PLAIN_LOOP_CELLS,
                 grid("data-parallel", runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
             ),
             settings={"": {"steps": 60}, "disk-python": {"steps": 2, "batch": 256}},
@@ -225,6 +237,7 @@ BENCH = WorkloadSpec(
                     runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
                     models=["tiny", "large"],
                 ),
+                PLAIN_LOOP_CELLS,
                 grid(
                     "data-parallel",
                     runs(["threads", "processes"], [1, 2, 4]),
