@@ -34,8 +34,9 @@ from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
 from harness.models import Model, Workspace, workspace_for
 from harness.options import Option
+from harness.report import overhead
 from harness.seeding import Domain, rng_for
-from harness.workloads import workload
+from harness.workloads import ReportSection, workload
 from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
@@ -285,6 +286,7 @@ BENCH = WorkloadSpec(
     bench=BENCH,
     check=check,
     facts=("final_loss", "accuracy", "stall_fraction"),
+    report=ReportSection(key=overhead.KEY, rows=overhead.rows, markdown=overhead.markdown),
 )
 def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     model = config.build_model()
