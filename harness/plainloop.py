@@ -13,6 +13,10 @@ calling thread taking the first slice of microbatches itself. `compare [N]` (def
 options alternates `run` (threads, or serial at one worker) and this loop N times in fresh
 processes and prints the medians of their timed loops, their ratio, and the ratio of their
 loops' CPU time (usable on a busy machine, where wall times are not).
+
+`python -m harness bench` also times it as cells of their own (`data-parallel/plainloop/wN/...`,
+harness.bench.matrix.PLAIN_LOOP), on the work of the harness run a RunConfig describes
+(`args_for`, `misfit`); the report sets them beside the harness's cells (harness.report.overhead).
 """
 
 from __future__ import annotations
@@ -25,15 +29,22 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from harness import HarnessError
 from harness.data.synthetic import synthetic
+from harness.model import parse_widths
 from harness.seeding import rng_for
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 Params = list[np.ndarray]  # W0, b0, W1, b1, ...
 
@@ -98,23 +109,28 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     params = init_params(widths, args.seed)
     velocity = [np.zeros_like(p) for p in params]
     size, per_epoch = args.batch // args.microbatches, n // args.batch
-    pool = ThreadPoolExecutor(args.workers - 1) if args.workers > 1 else None
+    pool = started_pool(args.workers - 1)
     bounds = [m * args.microbatches // args.workers for m in range(args.workers + 1)]
     order_epoch, order = -1, np.empty(0, dtype=np.int64)
-    start = time.perf_counter()
-    for step in range(args.steps):
-        epoch, position = divmod(step, per_epoch)
-        if epoch != order_epoch:  # one shuffle per epoch, as the harness caches it
-            order_epoch, order = epoch, rng_for(args.seed, 4, epoch).permutation(n)
-        batch = order[position * args.batch : (position + 1) * args.batch]
-        parts = [batch[m * size : (m + 1) * size] for m in range(args.microbatches)]
-        slices = [parts[a:b] for a, b in pairwise(bounds)]
-        futures = [pool.submit(slice_grads, params, x, y, s) for s in slices[1:]] if pool else []
-        results = slice_grads(params, x, y, slices[0])  # the caller takes the first slice
-        for future in futures:
-            results += future.result()
-        sgd_step(params, velocity, results, args.batch, args.lr, args.momentum)
-    wall = time.perf_counter() - start
+    # one BLAS thread, as the harness's serial and threads strategies pin it (strategies.base):
+    # the same kernels, and no BLAS threads beside the pool's
+    with threadpool_limits(limits=1, user_api="blas"):
+        start = time.perf_counter()
+        for step in range(args.steps):
+            epoch, position = divmod(step, per_epoch)
+            if epoch != order_epoch:  # one shuffle per epoch, as the harness caches it
+                order_epoch, order = epoch, rng_for(args.seed, 4, epoch).permutation(n)
+            batch = order[position * args.batch : (position + 1) * args.batch]
+            parts = [batch[m * size : (m + 1) * size] for m in range(args.microbatches)]
+            slices = [parts[a:b] for a, b in pairwise(bounds)]
+            futures = (
+                [pool.submit(slice_grads, params, x, y, s) for s in slices[1:]] if pool else []
+            )
+            results = slice_grads(params, x, y, slices[0])  # the caller takes the first slice
+            for future in futures:
+                results += future.result()
+            sgd_step(params, velocity, results, args.batch, args.lr, args.momentum)
+        wall = time.perf_counter() - start
     if pool:
         pool.shutdown()
     flat = np.concatenate([p.ravel() for p in params])
@@ -122,10 +138,24 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "workload": "plainloop",
         "workers": args.workers,
         "steps": args.steps,
+        "samples": args.steps * args.batch,
         "wall_s": wall,
         "samples_per_s": args.steps * args.batch / wall,
         "params_sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
     }
+
+
+def started_pool(threads: int) -> ThreadPoolExecutor | None:
+    """A pool whose threads all run already: the executor starts a thread only when a task
+    arrives, which would put thread start-ups inside the timed loop, where the harness's pool is
+    started before its loop. Each thread waits on a barrier with the caller, so none is reused."""
+    if threads < 1:
+        return None
+    pool, ready = ThreadPoolExecutor(threads), threading.Barrier(threads + 1)
+    for _ in range(threads):
+        pool.submit(ready.wait)
+    ready.wait()
+    return pool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,15 +180,65 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     args = p.parse_args(argv)
+    if message := problem(args):
+        p.error(message)
+    return args
+
+
+def problem(args: argparse.Namespace) -> str:
+    """What makes these settings unusable ("" if nothing)."""
     widths = args.model.split("-")
     if len(widths) < 2 or not all(w.isdigit() and int(w) > 0 for w in widths):
-        p.error(f"model={args.model!r} is not widths like 64-32-10")
+        return f"model={args.model!r} is not widths like 64-32-10"
     if args.workers < 1 or args.microbatches < args.workers or args.batch % args.microbatches:
-        p.error(
+        return (
             f"workers={args.workers} and microbatches={args.microbatches} must satisfy "
             f"1 <= workers <= microbatches, and microbatches must divide batch={args.batch}"
         )
-    return args
+    return ""
+
+
+# ---- the work of a harness run (a bench cell's RunConfig) ---------------------------------------
+
+# The settings this loop reads (and `force`, which changes no work); any other that differs from
+# its default (--data, --augment, a strategy's knob) is work this loop does not do.
+TAKEN = (
+    "workload",
+    "strategy",
+    "workers",
+    "model",
+    "seed",
+    "batch",
+    "lr",
+    "momentum",
+    "steps",
+    "microbatches",
+    "train_samples",
+    "test_samples",
+    "force",
+)
+
+
+def args_for(config: RunConfig) -> argparse.Namespace:
+    """This loop's settings for the work of a data-parallel run (a model preset as its widths)."""
+    return argparse.Namespace(
+        model="-".join(map(str, parse_widths(config.model))),
+        **{k: getattr(config, k) for k in TAKEN if k not in ("workload", "strategy", "model")},
+    )
+
+
+def misfit(config: RunConfig) -> str:
+    """Why this loop cannot do the work of a harness run ("" if it can)."""
+    if config.workload != "data-parallel":
+        return f"the plain loop trains data-parallel only, not {config.workload}"
+    try:
+        args = args_for(config)
+    except HarnessError:
+        return f"the plain loop trains MLPs given by widths, not model {config.model!r}"
+    other = sorted(set(config.changed()) - set(TAKEN))
+    if other:
+        return f"the plain loop reads the synthetic set from memory and has no {', '.join(other)}"
+    return problem(args)
 
 
 def one_run(command: list[str]) -> tuple[float, float]:

@@ -10,7 +10,9 @@ pool is built lazily, on its first timed call and outside the timed region, so o
 that measures a cell pays for its pool; the time returned is the workload's own `wall_s` (its
 training or loading loop), summed over pyperf's loops. A cell of a strategy whose workers a pyperf
 worker cannot host (its class says `bench_as_job`, e.g. mpi's ranks) runs each loop as a whole
-`python -m harness run` job instead (JobCellBench), and also returns its `wall_s`.
+`python -m harness run` job instead (JobCellBench), and also returns its `wall_s`. A plain-loop
+cell (matrix.PLAIN_LOOP) runs harness.plainloop's loop on the same work (PlainLoopBench), and
+returns that loop's `wall_s`, timed alike.
 
 The manager writes the suite to a hidden temporary file next to FILE and renames it over FILE at
 the very end: an interrupted bench leaves the previous FILE as it was.
@@ -39,14 +41,16 @@ from typing import Any, NoReturn
 
 import psutil
 import pyperf
+from threadpoolctl import threadpool_limits
 
-from harness import HarnessError
+from harness import HarnessError, plainloop
 from harness.atomic import check_output_file, write_with
 from harness.bench import measure
 from harness.bench.matrix import (
     DATA_SEED,
     DATA_SHAPE,
     PLAIN,
+    PLAIN_LOOP,
     PRESETS,
     Cell,
     Plan,
@@ -261,7 +265,32 @@ class JobCellBench(CellBench):
         return result["blas"], result["strategy_info"], result["interpreter"]["gil_enabled"]
 
 
+class PlainLoopBench(CellBench):
+    """A cell of the hand-written loop (harness.plainloop) on the work of its twin, whose
+    settings its config holds. Its value is the loop's own `wall_s`, like the harness's: set-up
+    outside the clock, its pool's threads started before it (plainloop.started_pool), the
+    digest recorded (bitwise the twin's: the same computation)."""
+
+    def _start(self) -> None:
+        # The loop pins BLAS to one thread while it runs, as serial and threads do; pinned here
+        # for the process too (as a strategy does), so that the threads recorded are those.
+        # No pool: each run makes its own, as a hand-written script does.
+        self.blas_limit = threadpool_limits(limits=1, user_api="blas")
+
+    def _run(self, config: RunConfig) -> dict[str, Any]:
+        return plainloop.train(plainloop.args_for(config))
+
+    def _context(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        return blas_summary(), {"name": PLAIN_LOOP, "bitwise": True}, gil_enabled()
+
+    def close(self) -> None:
+        if self.opened:
+            self.blas_limit.restore_original_limits()
+
+
 def cell_bench(cell: Cell, config: RunConfig) -> CellBench:
+    if cell.strategy == PLAIN_LOOP:
+        return PlainLoopBench(cell, config)
     job = get_strategy(cell.strategy).bench_as_job
     return JobCellBench(cell, config) if job else CellBench(cell, config)
 

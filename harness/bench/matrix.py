@@ -10,6 +10,11 @@ whose plain form has no variant (data-parallel), a strategy's own knob (its clas
 Nothing here names a workload or a strategy: a workload declares its WorkloadSpec (unit, variants,
 its share of each preset) where it is registered, and a strategy class declares its own variants
 and the cells it adds to each preset (`bench_variants`, `bench_cells`).
+
+One cell kind is not a strategy: PLAIN_LOOP, the hand-written loop of harness.plainloop, timed on
+the work of its twin (`Cell.twin`: the harness cell of as many workers) so that the report can
+set the harness's overhead beside it. It is no strategy of the registry (`list`, `run` and
+`advise` never see it); a workload's preset part lists its cells like any other.
 Standard library and harness only: no pyperf here (the report parses names with it too).
 """
 
@@ -58,6 +63,7 @@ class WorkloadSpec:
 PLAIN = (
     "plain"  # on the command line (--variants): the cell without a variant, e.g. plain,allreduce
 )
+PLAIN_LOOP = "plainloop"  # a cell's "strategy": harness.plainloop's loop (see above)
 
 
 def variant_name(text: str) -> str:
@@ -128,6 +134,13 @@ class Cell:
         variant = self.variant if self.variant in spec_for(self.workload).variants else ""
         return Cell(self.workload, "serial", 1, variant, self.model)
 
+    @property
+    def twin(self) -> Cell:
+        """The harness cell whose work a plain-loop cell does, timed alike: serial at one
+        worker, threads (a pool of threads, as the plain loop's) above."""
+        strategy = "serial" if self.workers == 1 else "threads"
+        return Cell(self.workload, strategy, self.workers, self.variant, self.model)
+
 
 def parse_name(name: str) -> Cell:
     """The inverse of Cell.name; variant names never look like model names (tiny, 64-32-10)."""
@@ -171,7 +184,8 @@ class Preset:
             **self.settings.get(f"{cell.workload}/{cell.variant}", {}),
             **model,
             "workload": cell.workload,
-            "strategy": cell.strategy,
+            # a plain-loop cell does its twin's work: the twin's settings describe it
+            "strategy": cell.twin.strategy if cell.strategy == PLAIN_LOOP else cell.strategy,
             "workers": cell.workers,
         }
 
@@ -358,7 +372,9 @@ def _pairs(
 
 def plan(preset: Preset, selection: Selection, data_dir: str) -> Plan:
     """Cells to run, in a fixed order (the same in pyperf's manager and every worker), and the
-    ones skipped with their reason: a strategy unavailable here, a model that does not fit the data."""
+    ones skipped with their reason: a strategy unavailable here, a model that does not fit the
+    data, work the plain loop does not do."""
+    from harness.plainloop import misfit as plain_misfit
     from strategies import get_strategy
 
     result = Plan()
@@ -366,11 +382,13 @@ def plan(preset: Preset, selection: Selection, data_dir: str) -> Plan:
         config = preset.config(
             cell, data_dir
         )  # bad input (a model like 'huge') raises: a usage error
-        ok, reason = get_strategy(cell.strategy).available()
+        ok, reason = get_strategy(config.strategy).available()  # a plain-loop cell: its twin's
         if ok:
-            ok, reason = get_strategy(cell.strategy).supports(cell.workload)
+            ok, reason = get_strategy(config.strategy).supports(cell.workload)
         misfit = spec_for(cell.workload).misfit
         reason = reason if not ok else (misfit(config) if misfit else "")
+        if not reason and cell.strategy == PLAIN_LOOP:
+            reason = plain_misfit(config)
         if reason:
             result.skipped.append((cell, reason))
         else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import HarnessError, atomic, confignames, jsonout
 from harness.atomic import sync_file, sync_folder
-from harness.bench.matrix import Cell, cli_text, get_preset
+from harness.bench.matrix import PLAIN_LOOP, Cell, cli_text, get_preset
 from harness.report import rawdata
 from harness.report.against import changes, changes_text, load_old_summary
 from harness.report.intervals import ratio_interval, widest, with_interval
@@ -46,8 +46,12 @@ class Index:
         self.configs = [f.config for f in files]
         self.default = confignames.baseline(self.configs)  # the oldest default build
         found = [m for f in files for m in f.measurements]
-        self.all = sorted(found, key=lambda m: (cell_order(m.cell), rawdata.config_rank(m.config)))
-        self.by_key = {(m.config, m.cell): m for m in self.all}
+        ordered = sorted(found, key=lambda m: (cell_order(m.cell), rawdata.config_rank(m.config)))
+        # the plain loop is a yardstick, not a strategy: only its section reads its cells
+        # (harness.report.overhead); every table, fit and plot is the harness's own
+        self.all = [m for m in ordered if m.cell.strategy != PLAIN_LOOP]
+        self.plain_loop = [m for m in ordered if m.cell.strategy == PLAIN_LOOP]
+        self.by_key = {(m.config, m.cell): m for m in ordered}
 
     def get(self, config: str, cell: Cell) -> Measurement | None:
         return self.by_key.get((config, cell))

@@ -20,14 +20,23 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError
-from harness.bench.matrix import DATA, DATA_SHAPE, PresetPart, WorkloadSpec, grid, runs
+from harness.bench.matrix import (
+    DATA,
+    DATA_SHAPE,
+    PLAIN_LOOP,
+    PresetPart,
+    WorkloadSpec,
+    grid,
+    runs,
+)
 from harness.config import RunConfig
 from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
 from harness.models import Model, Workspace, workspace_for
 from harness.options import Option
+from harness.report import overhead
 from harness.seeding import Domain, rng_for
-from harness.workloads import workload
+from harness.workloads import ReportSection, workload
 from harness.workloads.common import load_dataset, to_shared
 from strategies.base import Strategy
 
@@ -199,6 +208,9 @@ def misfit(config: RunConfig) -> str:
 
 
 DISK = {f"disk-{a}": {"data": DATA, "augment": a} for a in ("python", "numpy")}
+# the hand-written loop at serial's and threads x2's work, measured in the same rounds: the
+# report's harness overhead (serial) and harness against the plain loop (threads)
+PLAIN_LOOP_CELLS = grid("data-parallel", [(PLAIN_LOOP, 1), (PLAIN_LOOP, 2)], models=["tiny"])
 BENCH = WorkloadSpec(
     unit="sample",
     units=lambda c: c.steps * c.batch,
@@ -214,6 +226,7 @@ BENCH = WorkloadSpec(
                     runs(["threads"], [1, 2, 4]) + [("processes", 2), ("asyncio", 2), ("blas", 2)],
                     models=["tiny"],
                 ),
+                PLAIN_LOOP_CELLS,
                 grid("data-parallel", runs(["threads"], [2]), ["disk-python"], ["784-32-10"]),
             ),
             settings={"": {"steps": 60}, "disk-python": {"steps": 2, "batch": 256}},
@@ -225,6 +238,7 @@ BENCH = WorkloadSpec(
                     runs(["threads", "processes", "asyncio", "blas"], [1, 2, 4]),
                     models=["tiny", "large"],
                 ),
+                PLAIN_LOOP_CELLS,
                 grid(
                     "data-parallel",
                     runs(["threads", "processes"], [1, 2, 4]),
@@ -272,6 +286,7 @@ BENCH = WorkloadSpec(
     bench=BENCH,
     check=check,
     facts=("final_loss", "accuracy", "stall_fraction"),
+    report=ReportSection(key=overhead.KEY, rows=overhead.rows, markdown=overhead.markdown),
 )
 def run_data_parallel(config: RunConfig, strategy: Strategy) -> dict[str, Any]:
     model = config.build_model()
