@@ -107,8 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.trace:
         from harness.trace import recording
 
-        with recording(args.trace):
-            show(execute(config))
+        with recording(args.trace) as recorder:
+            result = execute(config)
+            recorder.about = {
+                "configuration": result["interpreter"]["name"],
+                "settings": result["config"],
+            }
+            show(result)
         return 0
     show(execute(config))
     return 0

@@ -7,7 +7,8 @@ All times are `time.monotonic_ns()`, CLOCK_MONOTONIC: one clock for every proces
 With no recorder installed, `map` pays one global lookup per call (per training step).
 
 The file is JSON lines, one Chrome/Perfetto trace event per line (`ph` "X": a span with `ts` and
-`dur` in µs since the run started; `args` keeps the exact ns); `python -m harness trace FILE -o DIR`
+`dur` in µs since the run started; `args` keeps the exact ns; the `run` span's also the
+configuration's name and the run's settings); `python -m harness trace FILE -o DIR`
 wraps them as DIR/trace.json for a trace viewer and draws the timeline and breakdown.
 """
 
@@ -54,6 +55,9 @@ class Recorder:
         self.maps: list[tuple[int, int, int]] = []  # start, end, tasks
         self.tasks: list[tuple[int, int, TaskRecord]] = []  # map number, task position, record
         self._inside = threading.local()  # a map inside a traced map (mpi's threads) is not traced
+        # which run this was (configuration name, settings), set by `run --trace` once it is
+        # known: the report places each trace by it, not by the file's name
+        self.about: dict[str, Any] = {}
 
     def map(
         self,
@@ -82,7 +86,8 @@ class Recorder:
         threads = {(pid, tid): name, **{(r[0], r[1]): r[2] for _, _, r in self.tasks}}
         for (p, t), label in sorted(threads.items()):
             yield {"ph": "M", "name": "thread_name", "pid": p, "tid": t, "args": {"name": label}}
-        yield self._span("run", self.start_ns, self.end_ns, pid, tid)
+        run = self._span("run", self.start_ns, self.end_ns, pid, tid)
+        yield {**run, "args": {**run["args"], **self.about}}
         if self.maps:
             yield self._span("start-up", self.start_ns, self.maps[0][0], pid, tid)
         for number, (start, end, count) in enumerate(self.maps):
