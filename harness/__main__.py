@@ -292,7 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.summary import report_command
 
-    print(report_command(args.raw, args.output, args.against))
+    print(report_command(args.raw, args.output, args.against, args.traces))
     return 0
 
 
@@ -315,6 +315,13 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
         "--against",
         metavar="OLD_REPORT_DIR",
         help="list the headline cells whose verdict or ranking changed since that report",
+    )
+    p.add_argument(
+        "--traces",
+        nargs="+",
+        metavar="PATH",
+        help="`run --trace` files or folders of *.trace.jsonl for Where the time goes "
+        "(default: the *.trace.jsonl beside the raw files)",
     )
 
 

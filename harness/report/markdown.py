@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.report import where_time_goes
 from harness.report.plots import plot_slug
 from harness.report.rawdata import speedup_label
 
@@ -354,7 +355,7 @@ def scaling_section(s: dict[str, Any]) -> str:
             f["configuration"],
             f"`{f['workload']}` {f['series']} {f['model']}".rstrip(),
             f["law"],
-            sigma_cell(f),
+            sigma_cell(f) + where_time_goes.measured_note(f),
             kappa_cell(f),
             optional(f["peak_workers"], ".1f"),
             f"{f['r2']:.3f}",
@@ -378,6 +379,7 @@ def scaling_section(s: dict[str, Any]) -> str:
         "R² is on C(N), every point alike. With 3 worker counts USL passes through every point: "
         "only pyperf's spread can then judge it."
         + oversubscribed(s)
+        + where_time_goes.measured_legend(s["scaling"])
         + "\n\n"
         + table(
             [
@@ -537,6 +539,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     noise_section,
     workloads_section,
     scaling_section,
+    where_time_goes.section,
     workload_sections,
     missing_section,
     environment_section,

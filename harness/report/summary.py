@@ -21,7 +21,7 @@ from typing import Any
 from harness import HarnessError, atomic, confignames, jsonout
 from harness.atomic import sync_file, sync_folder
 from harness.bench.matrix import PLAIN_LOOP, Cell, cli_text, get_preset
-from harness.report import rawdata
+from harness.report import rawdata, where_time_goes
 from harness.report.against import changes, changes_text, load_old_summary
 from harness.report.intervals import ratio_interval, widest, with_interval
 from harness.report.noisy import cell_noise, noise_summary
@@ -76,7 +76,7 @@ def cell_order(cell: Cell) -> tuple[Any, ...]:
 # ---- the summary -----------------------------------------------------------------------------------
 
 
-def summarise(files: list[RawFile]) -> dict[str, Any]:
+def summarise(files: list[RawFile], traces: list[str] | None = None) -> dict[str, Any]:
     index = Index(files)
     summary: dict[str, Any] = {
         "format": FORMAT,
@@ -92,6 +92,9 @@ def summarise(files: list[RawFile]) -> dict[str, Any]:
         "missing": missing_cells(index),
         "noise": noise_summary(index.configs, index.all),
     }
+    if traces:  # `run --trace` files: where the time goes, and σ measured beside the fits'
+        summary["where_time_goes"] = where_time_goes.summarise(traces)
+        where_time_goes.beside_fits(summary["scaling"], summary["where_time_goes"], index)
     summary["headline"] = headline(summary, index)
     if summary["headline"] is not None:
         summary["headline"]["widest_interval"] = widest(summary)
@@ -447,11 +450,14 @@ def reproduce(files: list[RawFile]) -> dict[str, Any]:
 # ---- writing ---------------------------------------------------------------------------------------
 
 
-def report_command(paths: list[str], out: str, against: str | None = None) -> str:
+def report_command(
+    paths: list[str], out: str, against: str | None = None, traces: list[str] | None = None
+) -> str:
+    """`traces`: `run --trace` files or folders of them; None: those beside the raw files."""
     target = Path(os.path.abspath(out))  # `-o .` has no name to build a sibling from
     check_output_folder(target)  # before any work: a refusal costs nothing
     old = load_old_summary(against) if against else None
-    summary = summarise(rawdata.load(paths))
+    summary = summarise(rawdata.load(paths), where_time_goes.find_traces(paths, traces))
     if old is not None:
         same = Path(against).resolve() == target.resolve()  # read before it is replaced
         label = f"{against} (the report this one replaced)" if same else against
@@ -481,6 +487,7 @@ def write_report(summary: dict[str, Any], target: Path) -> None:
     try:
         temp.mkdir(parents=True)
         summary["plots"], summary["plots_note"] = render_plots(summary, temp)
+        summary["plots"] += where_time_goes.draw(summary, temp)
         text = jsonout.dumps(summary, indent=1, ensure_ascii=False)
         (temp / "summary.json").write_text(text + "\n")
         (temp / "REPORT.md").write_text(render_markdown(summary))
