@@ -4,7 +4,8 @@
     nox -s compare    a small data-parallel comparison across strategies and configurations
     nox -s bench      pyperf benchmarks (preset quick) on every configuration -> reports/raw/,
                       in interleaved rounds (-- --rounds N, or -- --until 5% --budget 8m)
-    nox -s report     bench, then reports/latest/ (REPORT.md, PNG plots, summary.json): the main job
+    nox -s report     bench and a few traced runs, then reports/latest/ (REPORT.md, PNG plots,
+                      summary.json): the main job
     nox -s lint       ruff check + ruff format --check (settings in pyproject.toml)
 
 CPython versions: FT_HARNESS_PYTHON=3.14 (or 3.13,3.14) for every session, or `-- --python 3.14`
@@ -271,11 +272,41 @@ def bench(session: nox.Session) -> None:
     run_benches(session)
 
 
+# `run --trace` of data-parallel tiny for the report's "Where the time goes", on every configuration
+# benched (the GIL builds' traces are the contrast: there the threads wait inside maps): serial
+# and threads x2 at the bench's batch 1024 and at 256, where the per-step overheads weigh 4x more.
+# 60 steps: about a second a run, mostly the interpreter's start-up.
+TRACE_RUNS = [(s, w, b) for b in (1024, 256) for s, w in (("serial", 1), ("threads", 2))]
+TRACE_STEPS = 60
+
+
+def record_traces(session: nox.Session, configs: list[toolchain.Interpreter]) -> list[str]:
+    """The TRACE_RUNS of each configuration, written beside its raw file; their paths."""
+    paths = []
+    for interp in configs:
+        for strategy, workers, batch in TRACE_RUNS:
+            path = RAW / f"{interp.name}.{strategy}-w{workers}-b{batch}.trace.jsonl"
+            session.run(
+                venv_python(session, interp),
+                "-m",
+                "harness",
+                "run",
+                *("--strategy", strategy, "--workers", str(workers), "--batch", str(batch)),
+                *("--model", "tiny", "--steps", str(TRACE_STEPS), "--trace", str(path)),
+                external=True,
+                silent=True,
+                env=config_env(interp),
+            )
+            paths.append(str(path))
+    return paths
+
+
 @nox.session(python=False)
 def report(session: nox.Session) -> None:
-    """The main job: bench every configuration, then render reports/latest/ from the raw files."""
+    """The main job: bench every configuration, trace a few runs, then render reports/latest/."""
     start = time.monotonic()
     configs, raw = run_benches(session)
+    traces = record_traces(session, configs)
     interp = configs[0]  # any venv has matplotlib (the test extra)
     # the previous report, if any, is read before it is replaced: did the conclusions change?
     against = ["--against", str(LATEST)] if (LATEST / "summary.json").exists() else []
@@ -288,6 +319,8 @@ def report(session: nox.Session) -> None:
         "-o",
         str(LATEST),
         *against,
+        "--traces",
+        *traces,
         external=True,
         env=config_env(interp),
     )
