@@ -277,12 +277,14 @@ def section(s: dict[str, Any]) -> str:
         for e in w["traces"]
     ]
     drawn = next(e for e in w["traces"] if e["path"] == w["timeline"]["trace"])
+    folders = sorted(str(Path(e["path"]).parent) for e in w["traces"])
     plot = w["timeline"]["plot"]
     shown = f"\n\n![timeline]({plot})" if plot in s.get("plots", []) else ""
     return (
-        "## Where the time goes\n\nFrom `run --trace` files (one run each, "
-        + ", ".join(f"`{e['path']}` (sha256 {e['sha256']})" for e in w["traces"])
-        + "; `python -m harness trace FILE -o DIR` draws any of them). Seconds over the whole "
+        f"## Where the time goes\n\nFrom {len(w['traces'])} `run --trace` files in "
+        + ", ".join(f"`{folder}/`" for folder in dict.fromkeys(folders))
+        + " (one run each; every file's path and sha256 are in summary.json; "
+        "`python -m harness trace FILE -o DIR` draws any of them). Seconds over the whole "
         "run: start-up (to the first map), *compute* (inside tasks, summed over the workers "
         "that ran tasks), *waiting* (a map was running but that worker was not in a task: "
         "hand-off, wake-up, imbalance; summed likewise), *serial part* (the caller between two "
