@@ -4,12 +4,14 @@ traces whose shares are worked out here by hand."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,51 @@ def test_the_command_line_takes_a_trace_file(traces: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [e["path"] for e in summary["where_time_goes"]["traces"]] == [str(one)]
+
+
+def noxfile_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """noxfile.py imported as a module; where nox is not installed (the test venvs), a stand-in
+    for the few names it uses at import (sessions are plain functions then)."""
+    if importlib.util.find_spec("nox") is None:
+        stub = types.SimpleNamespace(
+            options=types.SimpleNamespace(),
+            param=lambda *a, **k: a,
+            parametrize=lambda *a, **k: lambda f: f,
+            session=lambda *a, **k: a[0] if a else lambda f: f,
+            Session=object,
+        )
+        monkeypatch.setitem(sys.modules, "nox", stub)
+    spec = importlib.util.spec_from_file_location("noxfile_under_test", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nox_report_records_traces_the_report_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Catches `nox -s report`'s trace commands going stale (an option renamed, a run refused)
+    or writing files the report cannot place; otherwise seen only at the end of a whole
+    `nox -s report`. This interpreter stands in for the configuration's venv."""
+    noxfile = noxfile_module(monkeypatch)
+    monkeypatch.setattr(noxfile, "venv_python", lambda session, interp: sys.executable)
+    monkeypatch.setattr(noxfile, "RAW", tmp_path)
+    monkeypatch.setattr(noxfile, "TRACE_STEPS", 3)
+
+    class Session:
+        def run(self, *command: str, env: dict[str, str], **_: object) -> None:
+            subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, check=True, timeout=120)
+
+    paths = noxfile.record_traces(Session(), [types.SimpleNamespace(name="cp313t", env={})])
+    assert len(paths) == len(noxfile.TRACE_RUNS)
+    report_command(SAMPLES_RAW, str(tmp_path / "out"), traces=paths)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    found = {
+        (e["strategy"], e["workers"], e["batch"]) for e in summary["where_time_goes"]["traces"]
+    }
+    assert found == set(noxfile.TRACE_RUNS)
+    assert summary["where_time_goes"]["limits"][0]["configuration"] == "cp313t"
 
 
 @pytest.mark.parametrize("kind", ["missing", "unnamed"])
