@@ -195,11 +195,15 @@ def test_nox_report_records_traces_the_report_reads(
     assert summary["where_time_goes"]["limits"][0]["configuration"] == "cp313t"
 
 
-@pytest.mark.parametrize("kind", ["missing", "unnamed"])
+@pytest.mark.parametrize("kind", ["missing", "unnamed", "empty folder"])
 def test_a_bad_trace_is_one_error_line(kind: str, tmp_path: Path) -> None:
-    """Catches a traceback (or a silently skipped file) for a trace that is not there, or one
-    that does not say which run made it (the format before runs named themselves)."""
+    """Catches a traceback (or a silently skipped file) for a trace that is not there, one that
+    does not say which run made it (the format before runs named themselves), or a folder given
+    with no trace in it."""
     path = tmp_path / "t.trace.jsonl"
+    if kind == "empty folder":
+        path = tmp_path / "none"
+        path.mkdir()
     if kind == "unnamed":
         path.write_text(json.dumps(event("run", 0, 10, tid=1)) + "\n")
     proc = harness("report", *SAMPLES_RAW, "-o", str(tmp_path / "out"), "--traces", str(path))

@@ -40,7 +40,10 @@ def find_traces(raw_paths: list[str], given: list[str] | None) -> list[str]:
     for place in places:
         path = Path(place)
         if path.is_dir():
-            found += sorted(str(p) for p in path.glob(f"*{SUFFIX}"))
+            inside = sorted(str(p) for p in path.glob(f"*{SUFFIX}"))
+            if given is not None and not inside:  # asked for traces: an empty folder is a mistake
+                raise HarnessError(f"--traces {place!r}: no *{SUFFIX} file in that folder")
+            found += inside
         elif given is not None:  # a file named on the command line must be there
             if not path.is_file():
                 raise HarnessError(f"--traces {place!r}: no such file or folder")
