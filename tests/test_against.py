@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness import HarnessError
-from harness.report.against import changes, load_old_summary
+from harness.report.against import changes, headline_rows, load_old_summary, ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "reports" / "samples-raw").glob("*.json"))
@@ -23,8 +23,18 @@ def cell(
     speedup: float | None = None,
     significant: bool | None = True,
     baseline: bool = False,
+    half: float = 0.04,
 ) -> dict[str, Any]:
-    vs = None if speedup is None else {"speedup": speedup, "significant": significant}
+    """A headline entry; its 95 % interval is speed-up ± `half`."""
+    vs = (
+        None
+        if speedup is None
+        else {
+            "speedup": speedup,
+            "significant": significant,
+            "ci95": [speedup - half, speedup + half],
+        }
+    )
     return {"rate_per_s": rate, "vs_serial_default": vs, "is_default_baseline": baseline}
 
 
@@ -63,6 +73,26 @@ def test_a_verdict_change_and_a_swap_in_the_ranking_are_listed_and_nothing_else(
         ("threads/w2", 1, 2),
     ]
     assert all(r["configuration"] == "cp313t" for r in found["rankings"])
+
+
+def test_cells_the_intervals_cannot_tell_apart_share_a_place() -> None:
+    """mpi and threads on cp313t overlap once widened: they swap point estimates, yet no place
+    changes; a cell whose interval is wholly above another's still ranks before it."""
+    old, new = json.loads(json.dumps(OLD)), json.loads(json.dumps(OLD))
+    for rows, (t, m) in (
+        (old["headline"]["rows"], (1.40, 1.30)),
+        (new["headline"]["rows"], (1.30, 1.40)),
+    ):
+        rows["threads/w2"]["cp313t"] = cell(140, t, half=0.08)
+        rows["mpi/w2"]["cp313t"] = cell(130, m, half=0.08)
+    found = changes(old, new)
+    assert found["rankings"] == [] and found["verdicts"] == []
+    places = {c: r for c, r in zip(("serial/w1", "threads/w2", "mpi/w2"), (3, 1, 1))}
+    assert ranks(headline_rows(new), "cp313t", set(places)) == places
+    # no interval at all (not tested): it ties with everything
+    new["headline"]["rows"]["serial/w1"]["cp313t"] = cell(90, 0.9, significant=None)
+    new["headline"]["rows"]["serial/w1"]["cp313t"]["vs_serial_default"]["ci95"] = None
+    assert ranks(headline_rows(new), "cp313t", set(places))["serial/w1"] == 1
 
 
 def test_slower_and_faster_are_told_apart() -> None:

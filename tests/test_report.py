@@ -56,6 +56,8 @@ def raw_benchmarks(path: Path) -> dict[str, dict[str, Any]]:
         runs = [r for r in bench["runs"] if r.get("values")]
         found[meta["name"]] = {
             "values": [v for r in runs for v in r["values"]],
+            # the unit of the report's tests and intervals: one mean per pyperf process
+            "samples": [statistics.fmean(r["values"]) for r in runs],
             "meta": meta,
             "runs": [{**meta, **r.get("metadata", {})} for r in runs],
         }
@@ -130,13 +132,16 @@ def test_means_throughputs_and_speedups_match(smoke: Path, summary: dict[str, An
         )
         assert close(r["rate_per_s"], 1 / statistics.fmean(mine))
         base = raw[r["configuration"]][serial_name(r["name"])]["values"]
+        per_process = [
+            raw[r["configuration"]][n]["samples"] for n in (serial_name(r["name"]), r["name"])
+        ]
         if r["is_baseline"]:
             assert r["vs_serial"] is None and r["efficiency"] == 1.0
             continue
         speedup = statistics.fmean(base) / statistics.fmean(mine)
         assert close(r["vs_serial"]["speedup"], speedup)
         assert close(r["efficiency"], speedup / r["workers"])
-        assert close(r["vs_serial"]["t_score"], t_test(base, mine)[0])
+        assert close(r["vs_serial"]["t_score"], t_test(*per_process)[0])
 
 
 def test_significance_labels_in_the_markdown_match_an_independent_t_test(
@@ -147,26 +152,27 @@ def test_significance_labels_in_the_markdown_match_an_independent_t_test(
     checked = 0
     for config in CONFIGS:
         for name, bench in raw[config].items():
-            base = raw[config][serial_name(name)]["values"]
-            default = raw["cp313"][serial_name(name)]["values"]
+            base = raw[config][serial_name(name)]["samples"]
+            default = raw["cp313"][serial_name(name)]["samples"]
             row = report_row(markdown, config, name)
             same, versus_default = row[4], row[5]
-            if name != serial_name(name) and (want := expected_label(base, bench["values"])):
+            if name != serial_name(name) and (want := expected_label(base, bench["samples"])):
                 assert same == want, (config, name)
                 checked += 1
             if (config, name) != ("cp313", serial_name(name)) and (
-                want := expected_label(default, bench["values"])
+                want := expected_label(default, bench["samples"])
             ):
                 assert versus_default == want, (config, name)
     assert checked >= 8
 
 
 def test_not_significant_is_never_shown_as_a_number() -> None:
-    def measurement(values: list[float]) -> Measurement:
-        run = pyperf.Run(values, metadata={"name": "b", "unit": "second"}, collect_metadata=False)
-        return Measurement(
-            "cp313", Cell("data-parallel", "serial", 1), pyperf.Benchmark([run]), "x"
-        )
+    def measurement(values: list[float]) -> Measurement:  # one pyperf process per value
+        runs = [
+            pyperf.Run([v], metadata={"name": "b", "unit": "second"}, collect_metadata=False)
+            for v in values
+        ]
+        return Measurement("cp313", Cell("data-parallel", "serial", 1), pyperf.Benchmark(runs), "x")
 
     same = compare(measurement([1.0, 1.01, 0.99, 1.0]), measurement([1.0, 0.99, 1.01, 1.0]))
     assert same["significant"] is False and speedup_label(same) == "not significant"
@@ -199,7 +205,8 @@ def test_single_thread_cost_is_the_extra_time_of_serial_in_percent(
             costs[name]["cost_percent"],
             (statistics.fmean(free) / statistics.fmean(default) - 1) * 100,
         )
-        assert close(costs[name]["t_score"], t_test(free, default)[0])
+        per_process = raw["cp313t"][name]["samples"], raw["cp313"][name]["samples"]
+        assert close(costs[name]["t_score"], t_test(*per_process)[0])
 
 
 # ---- the scalability fit ----------------------------------------------------------------------------
@@ -226,7 +233,8 @@ def test_fit_of_the_threads_curve_is_the_best_of_its_domain(
         workers = [1, 2, 3]  # the smoke preset's threads
         values = [raw[f"data-parallel/threads/w{n}/tiny"]["values"] for n in workers]
         means = [statistics.fmean(v) for v in values]
-        spread = [statistics.stdev(v) / statistics.fmean(v) / math.sqrt(len(v)) for v in values]
+        per_process = [raw[f"data-parallel/threads/w{n}/tiny"]["samples"] for n in workers]
+        spread = [statistics.stdev(p) / m / math.sqrt(len(p)) for p, m in zip(per_process, means)]
         capacity = [means[0] / m for m in means]
         errors = [c * math.hypot(r, spread[0]) for c, r in zip(capacity, spread)]
         found = fits[(config, "threads")]
@@ -250,7 +258,7 @@ def test_async_sgd_lost_updates_and_loader_rows(smoke: Path, summary: dict[str, 
     raw = {c: raw_benchmarks(smoke / f"{c}.json") for c in CONFIGS}
     for r in summary["async_sgd"]:
         lost = [run["ft_lost_updates"] for run in raw[r["configuration"]][r["name"]]["runs"]]
-        assert r["probes"] == len(lost) == 2 and close(
+        assert r["probes"] == len(lost) == 3 and close(
             r["lost_updates_mean"], statistics.fmean(lost)
         )
         assert r["lost_updates_max"] == max(lost) and r["policy"] == "hogwild"

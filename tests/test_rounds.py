@@ -117,8 +117,8 @@ def test_adaptive_mode_stops_before_a_round_that_would_overrun_the_budget(tmp_pa
 
 def test_round_options_are_taken_out_and_bad_values_named() -> None:
     plan, rest = take_options(["--preset", "smoke", "--until=5%", "--budget", "8m", "-p", "2"])
-    assert plan == Plan(rounds=2, until=0.05, budget_s=480.0)  # smoke: 2 pyperf processes
-    assert take_options([])[0].rounds == 3  # quick, the default preset: 3 processes
+    assert plan == Plan(rounds=3, until=0.05, budget_s=480.0)  # smoke: 3 pyperf processes
+    assert take_options([])[0].rounds == 5  # quick, the default preset: 5 processes
     assert take_options(["--preset=full"])[0].rounds == 20
     assert rest == ["--preset", "smoke", "-p", "2"]
     assert take_options(["--rounds", "7"])[0].rounds == 7

@@ -203,10 +203,11 @@ def sixteen_core() -> dict[tuple[str, str, str, str], dict[str, Any]]:
     return {(f["configuration"], f["workload"], f["series"], f["model"]): f for f in fits}
 
 
-def raw_values(config: str) -> dict[str, list[float]]:
+def raw_values(config: str) -> dict[str, list[list[float]]]:
+    """name -> the values of each pyperf process (the report's unit is one process's mean)."""
     data = json.loads((RAW / f"{config}.json").read_text())
     return {
-        b["metadata"]["name"]: [v for r in b["runs"] for v in r.get("values", [])]
+        b["metadata"]["name"]: [r["values"] for r in b["runs"] if r.get("values")]
         for b in data["benchmarks"]
     }
 
@@ -236,9 +237,14 @@ def test_a_committed_series_is_read_from_its_raw_values(sixteen_core: dict, key:
     for point in found["curve"][1:]:
         name = "/".join([workload, strategy, f"w{point['workers']}", *variant, model])
         mine = values[name.rstrip("/")]
-        capacity = statistics.fmean(one) / statistics.fmean(mine)
+        capacity = statistics.fmean(sum(one, [])) / statistics.fmean(sum(mine, []))
         relative = math.hypot(
-            *(statistics.stdev(v) / statistics.fmean(v) / math.sqrt(len(v)) for v in (mine, one))
+            *(
+                statistics.stdev(means := [statistics.fmean(r) for r in runs])
+                / statistics.fmean(sum(runs, []))
+                / math.sqrt(len(means))
+                for runs in (mine, one)
+            )
         )
         assert point["capacity"] == pytest.approx(capacity, rel=1e-12)
         assert point["error"] == pytest.approx(capacity * relative, rel=1e-12)

@@ -227,9 +227,10 @@ PRESETS: dict[str, PresetInfo] = {
     "quick": PresetInfo(
         description="every strategy once at 2 workers, threads at 1/2/4 (a scaling fit), "
         "the three update policies and the Python-augmented loader; minutes",
-        # About 0.05-0.3 s per run; 3 processes x (1 warm-up + 3 values): the whole preset takes
-        # about 1 minute per configuration on 2 cores, mostly pyperf's process start-ups.
-        pyperf={"processes": 3, "values": 3, "warmups": 1, "loops": 1},
+        # About 0.05-0.3 s per run; 5 processes x (1 warm-up + 2 values): tests and intervals
+        # take one mean per process, so processes, not values, buy precision. About 1.5 minutes
+        # per configuration on 2 cores, mostly pyperf's process start-ups.
+        pyperf={"processes": 5, "values": 2, "warmups": 1, "loops": 1},
         data_samples=512,
     ),
     "full": PresetInfo(
@@ -248,7 +249,9 @@ PRESETS: dict[str, PresetInfo] = {
     ),
     "smoke": PresetInfo(
         description="a few very short cells for the test suite: checks plumbing, not speed",
-        pyperf={"processes": 2, "values": 3, "warmups": 0, "loops": 1},
+        # 3 processes: tests and intervals take one mean per process, and one configuration
+        # re-run with a process fewer must still be testable
+        pyperf={"processes": 3, "values": 2, "warmups": 0, "loops": 1},
         data_samples=256,
     ),
 }

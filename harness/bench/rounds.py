@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ROUND_ENV = "FT_HARNESS_ROUND"  # which round a run belongs to (the bench hook records it)
-# By default as many rounds of one process as the preset has pyperf processes (quick: 3 rounds,
-# 3 processes x (1 warm-up + 3 values) per benchmark as before rounds existed; full: 20): the
+# By default as many rounds of one process as the preset has pyperf processes (quick: 5 rounds,
+# 5 processes x (1 warm-up + 2 values) per benchmark; full: 20): the
 # same measuring time, plus one bench start-up (about 2 s) per extra round and configuration,
 # which keeps the main job within its 10 minutes from a fresh clone (see README).
 DEFAULT_ROUNDS = 3  # a preset this harness does not know

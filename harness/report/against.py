@@ -2,15 +2,19 @@
 
 Reads OLD's summary.json (nothing else of it) and lists each headline cell (strategy/workers on
 a configuration, speed-up against serial on the default build) whose verdict changed, and each
-whose place in its configuration's ranking by throughput changed. Verdicts are words, not
-numbers: faster / slower (significant by the report's t-test), not significant, not tested.
-Rankings count only the cells both reports measured on that configuration, so a cell added or
-dropped does not move the others.
+whose place in its configuration's ranking changed. Verdicts are words, not numbers: faster /
+slower (significant by the report's t-test), not significant, not tested. A place is 1 + the
+number of cells whose 95 % interval lies wholly above this cell's: cells the data cannot tell
+apart share a place, so two of them swapping inside their noise is no change (ranked by point
+estimates, two consecutive reports on a quiet machine "changed" 14 places of 27). Rankings count
+only the cells both reports measured on that configuration, so a cell added or dropped does not
+move the others.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +64,19 @@ def headline_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return (summary.get("headline") or {}).get("rows", {})
 
 
+def interval(entry: dict[str, Any]) -> tuple[float, float]:
+    """The speed-up's 95 % interval against the default build's serial: that baseline itself is
+    exactly 1; a speed-up with no interval (not tested, unbounded) could be anything."""
+    if entry.get("is_default_baseline"):
+        return 1.0, 1.0
+    found = (entry.get("vs_serial_default") or {}).get("ci95")
+    return (found[0], found[1]) if found else (-math.inf, math.inf)
+
+
 def ranks(rows: dict[str, dict[str, Any]], config: str, cells: set[str]) -> dict[str, int]:
-    """1 = the highest throughput among `cells` on `config` (ties: by name, for a fixed order)."""
-    order = sorted(cells, key=lambda c: (-rows[c][config]["rate_per_s"], c))
-    return {cell: place for place, cell in enumerate(order, 1)}
+    """1 + how many of `cells` on `config` are clearly faster (their interval wholly above)."""
+    bounds = {cell: interval(rows[cell][config]) for cell in cells}
+    return {cell: 1 + sum(low > bounds[cell][1] for low, _ in bounds.values()) for cell in cells}
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

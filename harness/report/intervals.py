@@ -12,8 +12,9 @@ Welch's otherwise; with equal counts both have the same standard error), so the 
 out 1.0 exactly when the verdict is "significant". Where mean(other) itself is not clearly above
 zero the set is unbounded, and the interval is None.
 
-Values from one pyperf process are taken as independent of each other, as pyperf's own test
-takes them; process-to-process effects are why the bench runs several processes in rounds.
+The values given are one mean per pyperf process (rawdata.Measurement.samples), as for the
+verdict's test: values of one process share its memory layout, hash seed and moment in the run,
+and taken as independent they made intervals too narrow to agree from one report to the next.
 
     python -m harness.report.intervals RAW...   the widest headline interval, as JSON (used by
                                                the adaptive rounds of harness.bench.rounds)

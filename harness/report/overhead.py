@@ -49,7 +49,7 @@ def row(plain: Any, harness: Any | None) -> dict[str, Any]:
     }
     if harness is None:
         return found
-    significant, t_score = significance(harness.values, plain.values)
+    significant, t_score = significance(harness.samples, plain.samples)
     ratio = harness.mean / plain.mean
     digests = [sorted(set(m.run_facts("ft_digest"))) for m in (harness, plain)]
     return {
@@ -57,7 +57,7 @@ def row(plain: Any, harness: Any | None) -> dict[str, Any]:
         "harness_mean_s": harness.mean,
         "harness_noise": cell_noise(harness),
         "time_ratio": ratio,
-        "ci95": ratio_interval(harness.values, plain.values),
+        "ci95": ratio_interval(harness.samples, plain.samples),
         "significant": significant,
         "t_score": t_score,
         "verdict": verdict(significant, ratio),

@@ -239,7 +239,7 @@ def vs_serial(index: Index, m: Measurement, config: str | None = None) -> dict[s
     base = index.serial(config or m.config, m.cell)
     if base is None or base is m:
         return None
-    return with_interval(compare(base, m), base.values, m.values)
+    return with_interval(compare(base, m), base.samples, m.samples)
 
 
 def row(index: Index, m: Measurement) -> dict[str, Any]:
@@ -308,7 +308,7 @@ def single_thread_cost(index: Index) -> list[dict[str, Any]]:
             continue
         for other in (index.get(c, m.cell) for c in index.configs if c != index.default):
             if other is not None:  # t > 0 when `other` is slower, as the cost is then > 0
-                significant, t_score = rawdata.significance(other.values, m.values)
+                significant, t_score = rawdata.significance(other.samples, m.samples)
                 found.append(
                     {
                         "name": m.cell.name,
@@ -325,7 +325,7 @@ def single_thread_cost(index: Index) -> list[dict[str, Any]]:
 
 def cost_interval(other: Measurement, base: Measurement) -> list[float] | None:
     """The 95 % interval of the extra time in percent: (time ratio - 1) x 100."""
-    found = ratio_interval(other.values, base.values)
+    found = ratio_interval(other.samples, base.samples)
     return [(x - 1) * 100 for x in found] if found is not None else None
 
 
@@ -376,11 +376,12 @@ def curve_fit(
 
 
 def capacity_error(m: Measurement, one: Measurement) -> float:
-    """The standard error of C = one.mean / m.mean from both means' (pyperf's stdev / √values),
-    taken as independent; 0 at N = 1 (C is 1 by definition) and where a side has one value."""
+    """The standard error of C = one.mean / m.mean from both means' (the spread of the processes'
+    means / √processes, as the tests use), taken as independent; 0 at N = 1 (C is 1 by
+    definition) and where a side has one process."""
     if m is one:
         return 0.0
-    relative = [x.stdev / x.mean / math.sqrt(len(x.values)) for x in (m, one)]
+    relative = [x.sample_stdev / x.mean / math.sqrt(len(x.samples)) for x in (m, one)]
     return one.mean / m.mean * math.hypot(*relative) if all(relative) else 0.0
 
 
