@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness import HarnessError
-from harness.report.against import changes, headline_rows, load_old_summary, ranks
+from harness.report.against import changes, changes_text, headline_rows, load_old_summary, ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "reports" / "samples-raw").glob("*.json"))
@@ -65,8 +65,8 @@ def test_a_verdict_change_and_a_swap_in_the_ranking_are_listed_and_nothing_else(
     rows["serial/w1"]["cp313t"] = cell(89, 0.89)  # a new number, the same verdict and rank
     del rows["gone/w2"]  # only in OLD: not compared, and the others' ranks do not move for it
     found = changes(OLD, new)
-    assert found["verdicts"] == [
-        {"cell": "threads/w2", "configuration": "cp313t", "old": "faster", "new": "not significant"}
+    assert [(v["cell"], v["configuration"], v["old"], v["new"]) for v in found["verdicts"]] == [
+        ("threads/w2", "cp313t", "faster", "not significant")
     ]
     assert sorted((r["cell"], r["old"], r["new"]) for r in found["rankings"]) == [
         ("mpi/w2", 2, 1),
@@ -144,3 +144,25 @@ def test_an_old_report_that_is_not_one_is_named_in_one_line(tmp_path: Path) -> N
         with pytest.raises(HarnessError, match=words) as caught:
             load_old_summary(str(tmp_path / name))
         assert str(tmp_path / name) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_change_says_whether_the_reports_contradict_each_other() -> None:
+    """faster [1.36-1.44] -> not significant [0.95-1.09]: intervals apart, a contradiction;
+    faster [1.26-1.34] -> not significant [0.98-1.26]: they share 1.26, so both reports are
+    consistent with it (borderline). threads clearly above mpi, then mpi clearly above threads:
+    a reversed order; serial only loses its clear place under the others: a tie, no reversal."""
+    new = json.loads(json.dumps(OLD))
+    rows = new["headline"]["rows"]
+    rows["threads/w2"]["cp313t"] = cell(102, 1.02, significant=False, half=0.07)
+    rows["mpi/w2"]["cp313t"] = cell(112, 1.12, significant=False, half=0.14)
+    found = changes(OLD, new)
+    verdicts = {v["cell"]: v["contradicts"] for v in found["verdicts"]}
+    assert verdicts == {"threads/w2": True, "mpi/w2": False}
+    rankings = {r["cell"]: (r["old"], r["new"], r["contradicts"]) for r in found["rankings"]}
+    # then threads 1, mpi 2, serial 3; now mpi [0.98-1.26] ties threads [0.95-1.09], and both
+    # are still clearly above serial [0.86-0.94]: only mpi moves, from a clear 2nd to a shared 1st
+    assert rankings == {"mpi/w2": (2, 1, False)}
+    text = changes_text({"folder": "old", **found})
+    assert "1 of them contradicting" in text and "intervals apart: the reports disagree" in text
+    rows["mpi/w2"]["cp313t"] = cell(150, 1.50)  # now clearly above threads [0.95-1.09]
+    assert {r["cell"]: r["contradicts"] for r in changes(OLD, new)["rankings"]}["mpi/w2"]

@@ -79,6 +79,32 @@ def ranks(rows: dict[str, dict[str, Any]], config: str, cells: set[str]) -> dict
     return {cell: 1 + sum(low > bounds[cell][1] for low, _ in bounds.values()) for cell in cells}
 
 
+def apart(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Two 95 % intervals with no value in common."""
+    return a[0] > b[1] or b[0] > a[1]
+
+
+def above(rows: dict[str, dict[str, Any]], config: str, a: str, b: str) -> bool:
+    """Cell a is clearly faster than b in `rows`: its interval wholly above b's."""
+    return interval(rows[a][config])[0] > interval(rows[b][config])[1]
+
+
+def reversed_order(
+    old: dict[str, dict[str, Any]],
+    new: dict[str, dict[str, Any]],
+    config: str,
+    cell: str,
+    both: set[str],
+) -> bool:
+    """Some other cell was clearly on one side of `cell` then and is clearly on the other now;
+    otherwise the place moved only between a clear order and a tie."""
+    return any(
+        (above(old, config, cell, o) and above(new, config, o, cell))
+        or (above(old, config, o, cell) and above(new, config, cell, o))
+        for o in both - {cell}
+    )
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Verdict and ranking changes of the headline cells measured in both reports."""
     before, after = headline_rows(old), headline_rows(new)
@@ -89,12 +115,28 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         compared += len(both)
         was, now = ranks(before, config, both), ranks(after, config, both)
         for cell in sorted(both):
-            old_v, new_v = verdict(before[cell][config]), verdict(after[cell][config])
+            then, today = before[cell][config], after[cell][config]
+            old_v, new_v = verdict(then), verdict(today)
             if old_v != new_v:
-                verdicts.append({"cell": cell, "configuration": config, "old": old_v, "new": new_v})
+                verdicts.append(
+                    {
+                        "cell": cell,
+                        "configuration": config,
+                        "old": old_v,
+                        "new": new_v,
+                        "intervals": [interval(then), interval(today)],
+                        "contradicts": apart(interval(then), interval(today)),
+                    }
+                )
             if was[cell] != now[cell]:
                 rankings.append(
-                    {"cell": cell, "configuration": config, "old": was[cell], "new": now[cell]}
+                    {
+                        "cell": cell,
+                        "configuration": config,
+                        "old": was[cell],
+                        "new": now[cell],
+                        "contradicts": reversed_order(before, after, config, cell, both),
+                    }
                 )
     return {
         "compared": compared,
@@ -113,13 +155,34 @@ def changes_text(against: dict[str, Any]) -> str:
     if against["compared"] == 0:
         return head + "; nothing to compare"
     lines = [
-        f"- verdict of {v['cell']} on {v['configuration']}: {v['old']} -> {v['new']}"
+        f"- verdict of {v['cell']} on {v['configuration']}: {v['old']} -> {v['new']} "
+        + (
+            "(intervals apart: the reports disagree)"
+            if v["contradicts"]
+            else f"(intervals {span(v['intervals'][0])} then, {span(v['intervals'][1])} now overlap: "
+            "the reports agree within their precision)"
+        )
         for v in against["verdicts"]
     ]
     lines += [
-        f"- rank of {r['cell']} on {r['configuration']}: {r['old']} -> {r['new']}"
+        f"- rank of {r['cell']} on {r['configuration']}: {r['old']} -> {r['new']} "
+        + (
+            "(a clear order reversed)"
+            if r["contradicts"]
+            else "(a clear order became a tie, or back)"
+        )
         for r in against["rankings"]
     ]
     if not lines:
         return head + "; no verdict or ranking changed"
-    return head + f"; {len(lines)} changed:\n" + "\n".join(lines)
+    contradictions = sum(c["contradicts"] for c in (*against["verdicts"], *against["rankings"]))
+    return (
+        head
+        + f"; {len(lines)} changed, {contradictions} of them contradicting the other report:\n"
+        + "\n".join(lines)
+    )
+
+
+def span(bounds: list[float] | tuple[float, float]) -> str:
+    low, high = bounds
+    return "[unbounded]" if math.isinf(low) or math.isinf(high) else f"[{low:.2f}–{high:.2f}]"
