@@ -1,4 +1,5 @@
-"""Threads: a ThreadPoolExecutor. GIL-bound on default builds, parallel on free-threaded ones.
+"""Threads: a gang of threads for `map`, a ThreadPoolExecutor for `submit`. GIL-bound on default
+builds, parallel on free-threaded ones.
 
 The same code runs on every interpreter configuration; whether threads overlap in Python code is
 the interpreter's business, and each result records which configuration it ran on.
@@ -6,13 +7,17 @@ the interpreter's business, and each result records which configuration it ran o
 The calling thread works too ("caller runs"): it takes the first slice of tasks itself while
 `workers - 1` pool threads take the others, so `workers` threads compute and the caller never sits
 idle waiting. On small VMs a thread wake-up costs 50-150 µs, as much as a tiny model's microbatch,
-and handing every slice to the pool paid that twice per call. `submit` (streaming, for pipelines)
-hands every task to the pool, as the caller is then the pipeline's consumer: the pool holds
-`workers` threads, of which `map` uses `workers - 1`.
+and handing every slice to the pool paid that twice per call. The other slices go to a gang of
+`workers - 1` threads handed one slice each through a lock (strategies.gang: less to do per slice
+than an executor's Future); a map called while another thread's map holds the gang uses the
+executor instead, so maps from several threads still run side by side. `submit` (streaming, for
+pipelines) hands every task to the executor, as the caller is then the pipeline's consumer: it
+holds `workers` threads.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -27,17 +32,20 @@ from strategies.base import (
     run_slice,
     split_evenly,
 )
+from strategies.gang import Gang
 
 
 @register
 class Threads(Strategy):
     name = "threads"
-    description = "ThreadPoolExecutor + the calling thread; parallel only where the GIL is off"
+    description = "threads + the calling thread; parallel only where the GIL is off"
 
     def __init__(self, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(workers, **kwargs)
-        # A pool thread starts only when a task finds none idle, so map still starts workers - 1.
+        # The executor's threads start only when submit (or a concurrent map) needs them.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ft-harness")
+        self._gang = Gang(workers - 1, "ft-harness-gang")
+        self._gang_free = threading.Lock()  # held by the map using the gang
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         if not tasks:
@@ -45,9 +53,25 @@ class Threads(Strategy):
         first, *rest = split_evenly(tasks, self.workers)
         if not rest:
             return run_slice(fn, first)  # no pool involved: Ctrl-C interrupts the task at once
-        # Ctrl-C waits for the end of the map: the pool's threads cannot be stopped, and the map
-        # must not return while they still run our tasks; the caller's slice is no longer.
-        with ctrl_c_deferred():
+        if not self._gang_free.acquire(blocking=False):
+            return self._map_by_executor(fn, first, rest)  # another thread's map has the gang
+        try:
+            # Ctrl-C waits for the end of the map: threads cannot be stopped, and the map must
+            # not return while they still run our tasks; the caller's slice is no longer.
+            with ctrl_c_deferred():
+                self._gang.start(fn, rest)
+                try:
+                    mine = run_slice(fn, first)
+                finally:
+                    theirs = self._gang.finish()
+        finally:
+            self._gang_free.release()
+        return concatenated([mine, *theirs])
+
+    def _map_by_executor(
+        self, fn: Callable[[T], R], first: Sequence[T], rest: list[Sequence[T]]
+    ) -> list[R]:
+        with ctrl_c_deferred():  # as in _map
             futures = [self._pool.submit(run_slice, fn, part) for part in rest]
             try:
                 mine = run_slice(fn, first)
@@ -62,4 +86,6 @@ class Threads(Strategy):
         return {**super().info(), "caller_runs": True}
 
     def _close(self) -> None:
+        with self._gang_free:  # a map still running finishes first
+            self._gang.close()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -192,6 +192,7 @@ StrategyLifecycle.TestCase.settings = settings(
 test_strategy_lifecycle = StrategyLifecycle.TestCase
 
 
+@pytest.mark.thread_unsafe  # the registry is process-wide: 4 threads would register one name
 def test_register_adds_a_class_once_and_refuses_its_name_twice() -> None:
     class Extra(get_strategy("serial")):  # type: ignore[misc, valid-type]
         name = "extra-for-test"
