@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from harness import HarnessError, __version__, jsonout
+from harness.exitguard import end_within
 
 # A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
 # would fail as "expected one argument" instead of naming what is wrong with the value.
@@ -454,4 +455,7 @@ def interrupted(quiet: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 130:  # interrupted: the interpreter's exit must not hang the prompt
+        end_within()
+    sys.exit(status)

@@ -70,9 +70,10 @@ def test_an_mpi_cell_measures_two_ranks_and_gives_the_serial_digest(ordered: Pat
     assert suite.get_benchmark_names() == [SERIAL, PLAIN]
     mpi = suite.get_benchmark(PLAIN)
     values = mpi.get_values()
-    # seconds per sample of the ranks' training loop: positive, and far below the ~1 s that
-    # starting an mpiexec job costs (the value must not be the job's time)
-    assert len(values) == 2 and all(0 < v < 1e-4 for v in values), values
+    # seconds per sample of the ranks' training loop: positive, and below what the ~1 s of
+    # starting an mpiexec job would give over its 1024 samples (1e-3: the value must not be the
+    # job's time). Not a speed check: 1e-4 failed once under CI load (1.01e-4), so half of 1e-3
+    assert len(values) == 2 and all(0 < v < 5e-4 for v in values), values
     assert mpi.get_metadata()["inner_loops"] == mpi.get_metadata()["ft_units"] == 1024
     serial_digest = run_meta(ordered, SERIAL)[0]["ft_digest"]
     for meta in run_meta(ordered, PLAIN):

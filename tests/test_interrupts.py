@@ -3,6 +3,7 @@ ends with one line and the right exit status, and never hangs."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -113,6 +114,7 @@ def group_run(options: list[str]) -> subprocess.Popen:
         text=True,
         start_new_session=True,
         preexec_fn=ctrl_c_as_usual,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT on a hang dumps every stack
     )
 
 
@@ -145,6 +147,14 @@ def busy(proc: subprocess.Popen) -> bool:
     return cpu >= 1.0 or started
 
 
+def stuck_stacks(err: str) -> str:
+    """The thread stacks the exit guard wrote when the exit hung (harness.exitguard), if it did."""
+    found = re.search(r"thread stacks in (\S+)\)", err)
+    if not found or not Path(found[1]).exists():
+        return ""
+    return "\nthe guard's thread stacks:\n" + Path(found[1]).read_text()[-6000:]
+
+
 def interrupted_cleanly(proc: subprocess.Popen, limit: float) -> tuple[bool, str]:
     """SIGINT to the run's group; whether it ended within `limit` s, exit 130, with exactly the
     one line `error: interrupted`, leaving no process and no segment. The reason if not."""
@@ -153,10 +163,17 @@ def interrupted_cleanly(proc: subprocess.Popen, limit: float) -> tuple[bool, str
     try:
         _, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return False, f"still running {limit} s after SIGINT: {proc.communicate()[1][-2000:]}"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGABRT)  # faulthandler writes every thread's stack
+        try:
+            stacks = proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            stacks = "(no stacks: SIGABRT did not end it)"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return False, f"still running {limit} s after SIGINT:\n{stacks[-6000:]}"
     if proc.returncode != 130 or err.strip() != "error: interrupted":
-        return False, f"exit {proc.returncode}, stderr:\n{err[-3000:]}"
+        return False, f"exit {proc.returncode}, stderr:\n{err[-3000:]}{stuck_stacks(err)}"
     if not wait_until(lambda: not any(alive(c) for c in children), 15):
         return False, "worker processes outlived the run"
     if not wait_until(lambda: not segments_of(proc.pid), 15):
@@ -371,3 +388,46 @@ def test_ctrl_c_during_the_clis_own_imports_is_one_line_and_status_130() -> None
         preexec_fn=ctrl_c_as_usual,
     )
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
+
+
+# ---- an exit that would hang after the interrupt -------------------------------------------------
+
+STUCK_AT_EXIT = """
+import os, signal, threading
+
+def wait_forever():
+    threading.Event().wait()
+
+threading.Thread(target=wait_forever, name="never-ends").start()  # not a daemon: exit joins it
+os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+def test_an_exit_stuck_after_ctrl_c_ends_in_the_grace_period_with_the_stacks(
+    tmp_path: Path,
+) -> None:
+    """A plug-in leaves a thread that never ends and Ctrl-C arrives: the interpreter's exit would
+    join that thread forever. The exit guard ends the process after the grace period, exit 130,
+    and names the file holding every thread's stack (which shows the stuck one)."""
+    plugin = tmp_path / "stuck_plugin.py"
+    plugin.write_text(STUCK_AT_EXIT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--plugin", str(plugin), "--steps", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=ctrl_c_as_usual,
+        env={**os.environ, "FT_HARNESS_EXIT_GRACE_S": "1"},
+    )
+    first, second = proc.stderr.splitlines()
+    assert (proc.returncode, first) == (130, "error: interrupted")
+    found = re.fullmatch(
+        r"error: exiting hung 1 s after the interrupt; ended \(thread stacks in (\S+)\)", second
+    )
+    assert found, second
+    stacks = Path(found[1])
+    try:
+        assert "wait_forever" in stacks.read_text()
+    finally:
+        stacks.unlink()
