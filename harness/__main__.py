@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from harness import HarnessError, __version__, jsonout
+from harness import HarnessError, __version__, jsonout, swallowed
 from harness.exitguard import end_within
 
 # A value, not an option: argparse's own pattern misses -1e5, -inf and -nan, so `--lr -inf`
@@ -444,6 +444,7 @@ def release_early_ctrl_c() -> None:
     if hold is None or signal.getsignal(signal.SIGINT) is not hold:
         return  # imported, not run (tests), or SIGINT was ignored at start-up
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    swallowed.redeliver((KeyboardInterrupt,), signal.default_int_handler)
     if _EARLY_CTRL_C:
         raise KeyboardInterrupt
 

@@ -431,3 +431,64 @@ def test_an_exit_stuck_after_ctrl_c_ends_in_the_grace_period_with_the_stacks(
         assert "wait_forever" in stacks.read_text()
     finally:
         stacks.unlink()
+
+
+# ---- a Ctrl-C that lands inside a finalizer ------------------------------------------------------
+
+CTRL_C_IN_A_FINALIZER = """
+import os, signal, weakref
+
+from strategies.base import register
+from strategies.serial import Serial
+
+
+def finalizer():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10**6):  # the SIGINT handler runs in here, inside the weakref callback
+        pass
+
+
+class Dropped:
+    pass
+
+
+@register
+class FinalizedSerial(Serial):
+    name = "finalized-serial"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        dropped = Dropped()
+        weakref.finalize(dropped, finalizer)
+        del dropped  # its finalizer runs now, as a weakref callback
+"""
+
+
+def test_ctrl_c_inside_a_finalizer_is_delivered_again_not_printed_and_lost(
+    tmp_path: Path,
+) -> None:
+    """Before: "Exception ignored in: <finalize object ...>" and the KeyboardInterrupt's
+    traceback, then the run went on to the end (exit 0): Python cannot raise out of a weakref
+    callback. Seen in a pyperf worker of an interrupted bench (Finalize of multiprocessing)."""
+    plugin = tmp_path / "finalized_plugin.py"
+    plugin.write_text(CTRL_C_IN_A_FINALIZER)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--plugin",
+            str(plugin),
+            "--strategy",
+            "finalized-serial",
+            "--steps",
+            "100000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=ctrl_c_as_usual,
+    )
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")

@@ -43,7 +43,7 @@ import psutil
 import pyperf
 from threadpoolctl import threadpool_limits
 
-from harness import HarnessError, plainloop
+from harness import HarnessError, plainloop, swallowed
 from harness.atomic import check_output_file, write_with
 from harness.bench import measure
 from harness.bench.matrix import (
@@ -454,6 +454,8 @@ def run_bench(argv: list[str]) -> int:
     runner = make_runner(argv)
     args = runner.parse_args(argv)
     signal.signal(signal.SIGINT, stop_worker if args.worker else Stop.on_signal)
+    if args.worker:  # a Ctrl-C raised inside a finalizer would be printed and lost
+        swallowed.redeliver((Interrupted,), stop_worker)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a worker is born with it held
     preset, selection = get_preset(args.preset), selection_of(args)
     args.data_dir = os.path.abspath(args.data_dir or default_data_dir(preset))
