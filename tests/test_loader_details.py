@@ -108,3 +108,17 @@ def test_workload_decorator_registers_once_and_refuses_a_second_name() -> None:
     finally:
         WORKLOADS.pop("extra-for-test", None)
         DESCRIPTIONS.pop("extra-for-test", None)
+
+
+def test_waiting_for_none_of_no_futures_returns_at_once() -> None:
+    """The loader asks to wait for the batches still running; when the last one ended between
+    its look and the wait, the list is empty. A wait that polled for one of them to end spun
+    forever then (CI: a loader property test on cp313t ran until killed)."""
+    import threading
+
+    from harness.data.pipeline import _wait_any
+
+    waiter = threading.Thread(target=_wait_any, args=([],), daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()

@@ -268,8 +268,8 @@ def _wait_any(futures: list[Future[R]]) -> None:
     """Until one of `futures` is done, looking for a held-back Ctrl-C every POLL_S: raised inside
     concurrent.futures' wait, KeyboardInterrupt can leave a future's lock held (wait takes them
     one by one), and the pool's shutdown then hangs. Ctrl-C is raised once the wait has ended."""
-    with ctrl_c_deferred() as interrupted:
-        while not interrupted() and not wait(futures, POLL_S, FIRST_COMPLETED).done:
+    with ctrl_c_deferred() as interrupted:  # none left to wait for: one ended meanwhile
+        while futures and not interrupted() and not wait(futures, POLL_S, FIRST_COMPLETED).done:
             pass
 
 
