@@ -390,6 +390,23 @@ def test_ctrl_c_during_the_clis_own_imports_is_one_line_and_status_130() -> None
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
 
 
+def run_with_plugin(
+    tmp_path: Path, source: str, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`run --plugin FILE *options`, FILE holding `source`, Ctrl-C handled as in a terminal."""
+    plugin = tmp_path / "plugin_under_test.py"
+    plugin.write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--plugin", str(plugin), *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=ctrl_c_as_usual,
+        env={**os.environ, **(env or {})},
+    )
+
+
 # ---- an exit that would hang after the interrupt -------------------------------------------------
 
 STUCK_AT_EXIT = """
@@ -409,16 +426,8 @@ def test_an_exit_stuck_after_ctrl_c_ends_in_the_grace_period_with_the_stacks(
     """A plug-in leaves a thread that never ends and Ctrl-C arrives: the interpreter's exit would
     join that thread forever. The exit guard ends the process after the grace period, exit 130,
     and names the file holding every thread's stack (which shows the stuck one)."""
-    plugin = tmp_path / "stuck_plugin.py"
-    plugin.write_text(STUCK_AT_EXIT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--plugin", str(plugin), "--steps", "5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=ctrl_c_as_usual,
-        env={**os.environ, "FT_HARNESS_EXIT_GRACE_S": "1"},
+    proc = run_with_plugin(
+        tmp_path, STUCK_AT_EXIT, "--steps", "5", env={"FT_HARNESS_EXIT_GRACE_S": "1"}
     )
     first, second = proc.stderr.splitlines()
     assert (proc.returncode, first) == (130, "error: interrupted")
@@ -470,25 +479,7 @@ def test_ctrl_c_inside_a_finalizer_is_delivered_again_not_printed_and_lost(
     """Before: "Exception ignored in: <finalize object ...>" and the KeyboardInterrupt's
     traceback, then the run went on to the end (exit 0): Python cannot raise out of a weakref
     callback. Seen in a pyperf worker of an interrupted bench (Finalize of multiprocessing)."""
-    plugin = tmp_path / "finalized_plugin.py"
-    plugin.write_text(CTRL_C_IN_A_FINALIZER)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            "--plugin",
-            str(plugin),
-            "--strategy",
-            "finalized-serial",
-            "--steps",
-            "100000",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=ctrl_c_as_usual,
+    proc = run_with_plugin(
+        tmp_path, CTRL_C_IN_A_FINALIZER, "--strategy", "finalized-serial", "--steps", "100000"
     )
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")

@@ -29,11 +29,22 @@ STATED = 0.10  # the threshold the report states ("more than 10 %")
 QUIET, BURNT = 0.03, 0.45  # one CPU of two burning elsewhere: close to half the machine
 
 
-def with_noise(folder: Path, share: Callable[[str, str, int], float]) -> list[str]:
-    """Copies of the sample files whose k-th process of each benchmark says share(config, name, k)."""
+def edited_samples(folder: Path, edit: Callable[[str, dict[str, Any]], None]) -> list[str]:
+    """Copies in `folder` of the sample raw files, each changed by edit(config, its JSON)."""
     paths = []
     for config in CONFIGS:
         data = json.loads((SAMPLES / f"{config}.json").read_text())
+        edit(config, data)
+        path = folder / f"{config}.json"
+        path.write_text(json.dumps(data))
+        paths.append(str(path))
+    return paths
+
+
+def with_noise(folder: Path, share: Callable[[str, str, int], float]) -> list[str]:
+    """Copies of the sample files whose k-th process of each benchmark says share(config, name, k)."""
+
+    def edit(config: str, data: dict[str, Any]) -> None:
         for bench in data["benchmarks"]:
             name = {**data.get("metadata", {}), **bench.get("metadata", {})}["name"]
             runs = [r for r in bench["runs"] if r.get("values")]
@@ -48,10 +59,8 @@ def with_noise(folder: Path, share: Callable[[str, str, int], float]) -> list[st
                     ft_load_before=1.0 + 2 * s,
                     ft_load_after=1.0 + 2 * s,
                 )
-        path = folder / f"{config}.json"
-        path.write_text(json.dumps(data))
-        paths.append(str(path))
-    return paths
+
+    return edited_samples(folder, edit)
 
 
 def render(tmp_path: Path, share: Callable[[str, str, int], float]) -> tuple[dict[str, Any], str]:
@@ -119,18 +128,15 @@ def test_a_quiet_machine_gets_no_flag_and_no_warning(tmp_path: Path) -> None:
 def without_noise(folder: Path) -> list[str]:
     """Copies of the sample files with every noise fact removed, as raw files made before the
     bench measured noise are (and as another tool's pyperf files would be)."""
-    paths = []
-    for config in CONFIGS:
-        data = json.loads((SAMPLES / f"{config}.json").read_text())
+
+    def edit(config: str, data: dict[str, Any]) -> None:
         # pyperf keeps a fact common to every run at the file's or the benchmark's level
         levels = [data, *data["benchmarks"], *(r for b in data["benchmarks"] for r in b["runs"])]
         for meta in (level.get("metadata", {}) for level in levels):
             for key in [k for k in meta if k.startswith(("ft_noise", "ft_load", "ft_cpu_mhz"))]:
                 del meta[key]
-        path = folder / f"{config}.json"
-        path.write_text(json.dumps(data))
-        paths.append(str(path))
-    return paths
+
+    return edited_samples(folder, edit)
 
 
 def test_raw_files_without_noise_facts_say_not_measured(tmp_path: Path) -> None:

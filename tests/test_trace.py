@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_a_failing_run_writes_no_trace_and_uninstalls_the_recorder(tmp_path: Pat
     assert trace.RECORDER is None and list(tmp_path.iterdir()) == []
 
 
-def event(name: str, start: int, end: int, tid: int = 1, **args: int) -> dict:
+def event(name: str, start: int, end: int, tid: int = 1, **args: Any) -> dict[str, Any]:
     return {
         "ph": "X",
         "name": name,

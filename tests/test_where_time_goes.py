@@ -19,6 +19,7 @@ import pytest
 
 from harness.report import where_time_goes
 from harness.report.summary import report_command
+from tests.test_trace import event
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_RAW = sorted(str(p) for p in (ROOT / "reports" / "samples-raw").glob("*.json"))
@@ -213,18 +214,6 @@ def test_a_bad_trace_is_one_error_line(kind: str, tmp_path: Path) -> None:
 
 
 # ---- the limits paragraph, on hand-made traces ------------------------------------------------
-
-
-def event(name: str, start: int, end: int, tid: int, **args: Any) -> dict[str, Any]:
-    return {
-        "ph": "X",
-        "name": name,
-        "pid": 7,
-        "tid": tid,
-        "ts": start / 1000,
-        "dur": (end - start) / 1000,
-        "args": {"start_ns": start, "end_ns": end, **args},
-    }
 
 
 def hand_trace(
