@@ -64,8 +64,10 @@ class AsyncioOffload(Strategy):
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         loop = self._loop()
-        task = loop.create_task(self._gather(fn, tasks))
-        with ctrl_c_cancels(task):
+        # Ctrl-C routed before the task exists: one landing between creating it and running it
+        # left it pending for good ("Task was destroyed but it is pending!" at exit, cp313 CI)
+        with ctrl_c_cancels() as cancels:
+            task = cancels(loop.create_task(self._gather(fn, tasks)))
             return loop.run_until_complete(task)
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:
@@ -81,26 +83,38 @@ class AsyncioOffload(Strategy):
 
 
 @contextlib.contextmanager
-def ctrl_c_cancels(task: asyncio.Task[Any]) -> Iterator[None]:
-    """In the main thread, while the loop runs `task`: Ctrl-C cancels the task (the loop then
-    stops at once, as the task was all it ran) and is handed, on the way out, to the SIGINT
+def ctrl_c_cancels() -> Iterator[Callable[[asyncio.Task[Any]], asyncio.Task[Any]]]:
+    """In the main thread, while the loop runs the task handed to `as cancels`: Ctrl-C cancels
+    that task (the loop then stops at once, as the task was all it ran; a Ctrl-C before the task
+    is handed over cancels it then, before it starts) and is handed, on the way out, to the SIGINT
     handler that was in place (Python's default raises KeyboardInterrupt, in place of the
     CancelledError). SIGTERM does the same where it is routed to the SIGINT handler (the CLI
     does so). Elsewhere signals are not ours to handle: a plain run."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield
+        yield lambda task: task
         return
-    interrupted = []
+    interrupted: list[int] = []
+    running: list[asyncio.Task[Any]] = []
 
-    def cancel(signum: int, frame: object) -> None:
-        interrupted.append(signum)
+    def cancel_now(task: asyncio.Task[Any]) -> None:
         task.cancel()  # a no-op once the task is done
         task.get_loop().call_soon_threadsafe(lambda: None)  # wake a loop waiting in select()
 
+    def cancel(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        for task in running:
+            cancel_now(task)
+
+    def hand_over(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        running.append(task)
+        if interrupted:
+            cancel_now(task)
+        return task
+
     signal.signal(signal.SIGINT, cancel)
     try:
-        yield
+        yield hand_over
     finally:
         signal.signal(signal.SIGINT, previous)
         if interrupted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from harness import HarnessError
 from strategies import REGISTRY, create, get_strategy, register
+from strategies.asyncio_offload import ctrl_c_cancels
 from strategies.base import Strategy, WorkerDied, blas_summary, ctrl_c_deferred, split_evenly
 from strategies.processes import LOCK_BANK_SIZE
 from tests.conftest import alive, our_segments
@@ -282,6 +284,29 @@ def test_process_workers_ignore_ctrl_c(method: str) -> None:
     (and could die inside the pool's queue lock); a fork worker inherited the parent's handler."""
     with create("processes", 2, start_method=method) as s:
         assert s.map(sigint_disposition, range(4)) == [True] * 4
+
+
+@pytest.mark.thread_unsafe  # signals are delivered to the main thread only
+@pytest.mark.usefixtures("usual_ctrl_c")
+def test_asyncio_ctrl_c_before_its_task_exists_cancels_the_task_unstarted() -> None:
+    """Before: a Ctrl-C between creating the map's task and running it left the task pending
+    for good ("Task was destroyed but it is pending!", "coroutine ... was never awaited")."""
+    loop = asyncio.new_event_loop()
+    ran: list[int] = []
+
+    async def body() -> None:
+        ran.append(1)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_cancels() as cancels:
+                signal.raise_signal(signal.SIGINT)  # lands before the task exists
+                task = cancels(loop.create_task(body()))
+                loop.run_until_complete(task)
+        assert task.cancelled() and ran == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        loop.close()
 
 
 @pytest.mark.thread_unsafe  # signals are delivered to the main thread only
