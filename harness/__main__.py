@@ -5,6 +5,8 @@ from __future__ import annotations
 # Before any import, a Ctrl-C is held back until the plug-ins (NumPy with them) are loaded: one
 # landing inside NumPy's C import can come out as an ImportError with no trace of the interrupt
 # (PyCapsule_Import replaces it), and one at this module's own imports precedes main()'s try.
+_AS_PROGRAM = __name__ == "__main__"  # not imported by a test that calls main()
+
 if __name__ == "__main__":
     import _signal  # built in (no Python code runs), unlike `signal`, whose enums take a while
 
@@ -450,9 +452,22 @@ def release_early_ctrl_c() -> None:
 
 
 def interrupted(quiet: bool) -> int:
+    if _AS_PROGRAM:
+        stop_taking_interrupts()
     if not quiet:
         print("error: interrupted", file=sys.stderr)
     return 130
+
+
+def stop_taking_interrupts() -> None:
+    """The interrupted program is on its way out: a further Ctrl-C (pressed again, or a group
+    signal that reaches us twice) or SIGTERM is ignored. One would otherwise land in the clean-up
+    still to come: multiprocessing's finalizers, run as main's frames go, unlink a semaphore and
+    then tell the resource tracker, which warns of a leak if cut between the two; and after the
+    interpreter has reset its handlers, SIGINT ends the process by the signal (exit -2). The exit
+    guard (`end_within`) still bounds the exit."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

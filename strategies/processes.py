@@ -247,6 +247,7 @@ class Processes(Strategy):
             self._locks = [context.Lock() for _ in range(LOCK_BANK_SIZE)]
             _LOCK_BANKS[self._token] = self._locks
             self._board = context.Array("q", 2 * self.workers)  # per worker: pid, running job id
+            self._rows = self._board.get_obj()  # read without its lock, also once it has gone
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=context,
@@ -293,6 +294,8 @@ class Processes(Strategy):
 
     def _dead_worker(self) -> str | None:
         """`worker process PID died (HOW) while running TASK`, from exit statuses and the board."""
+        if self._pool is None:  # closed: the pool forgot its processes at shutdown anyway
+            return None
         processes = list((self._pool._processes or {}).values())  # type: ignore[attr-defined]
         # Killed by the pool's own SIGTERM after the break: only if none died otherwise.
         dead = sorted(
@@ -301,7 +304,7 @@ class Processes(Strategy):
         )
         if not dead:
             return None
-        board = self._board.get_obj()
+        board = self._rows
         jobs = {board[row]: board[row + 1] for row in range(0, len(board), 2)}
         label = self._jobs.get(jobs.get(dead[0].pid, 0))
         when = f"while running {label()}" if label else "between tasks"
@@ -374,10 +377,20 @@ class Processes(Strategy):
                 if self._pool is not None:
                     stop_pool(self._pool)
             finally:
-                _LOCK_BANKS.pop(self._token, None)
+                self._drop_semaphores()
                 for shm in self._segments:
                     _release(shm)
                 self._segments.clear()
+
+    def _drop_semaphores(self) -> None:
+        """Let go of the lock bank, the board's lock and the pool (its queues' locks) here, with
+        Ctrl-C held: each semaphore's finalizer unlinks it and then tells the resource tracker,
+        and a Ctrl-C between the two makes the tracker warn of a leak at exit. Left to the
+        strategy object's end, they ran wherever that came (after the run, as main returned)."""
+        _LOCK_BANKS.pop(self._token, None)
+        self._locks = []
+        self._board = None
+        self._pool = None
 
 
 def _release(shm: SharedMemory) -> None:

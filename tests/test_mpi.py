@@ -22,6 +22,7 @@ from harness.config import RunConfig
 from harness.envinfo import gil_enabled
 from harness.runner import execute
 from strategies.mpi import Mpi, mpiexec_path
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MPI_OK, MPI_MISSING = Mpi.available()
@@ -79,15 +80,6 @@ def orphaned_segments(since: float) -> list[str]:
         except (psutil.Error, OSError):
             continue
     return [p.name for p in fresh if str(p) not in mapped]
-
-
-def wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @needs_mpi

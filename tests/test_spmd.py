@@ -27,7 +27,7 @@ from harness.workloads.data_parallel import run_data_parallel
 from strategies import open_strategy
 from strategies.spmd import Spmd
 from strategies.spmd_comm import Aborted
-from tests.conftest import alive, ctrl_c_as_usual, our_segments
+from tests.conftest import alive, ctrl_c_as_usual, our_segments, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"steps": 5, "batch": 64, "microbatches": 16, "train_samples": 256, "test_samples": 32}
@@ -207,15 +207,6 @@ def workers_of(pid: int) -> list[psutil.Process]:
 
 def segments_of(pid: int) -> list[Path]:
     return list(Path("/dev/shm").glob(f"fth_{pid}_*"))
-
-
-def wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def gone(processes: list[psutil.Process]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -25,7 +27,7 @@ from strategies import REGISTRY, create, get_strategy, register
 from strategies.asyncio_offload import ctrl_c_cancels
 from strategies.base import Strategy, WorkerDied, blas_summary, ctrl_c_deferred, split_evenly
 from strategies.processes import LOCK_BANK_SIZE
-from tests.conftest import alive, our_segments
+from tests.conftest import alive, our_segments, wait_until
 
 # SPMD strategies map only where every worker runs the workload: tests/test_mpi.py, test_spmd.py
 ALL = sorted(name for name, cls in REGISTRY.items() if not cls.spmd)
@@ -115,6 +117,35 @@ def test_processes_honour_start_method_and_leave_no_segments(method: str) -> Non
         assert our_segments()
     del shared
     assert not our_segments()
+
+
+def named_semaphores() -> set[str]:
+    """The named semaphores (/dev/shm/sem.*) that this process has mapped and that have not been
+    unlinked: matched by inode, as the mapping shows glibc's temporary name of the file."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    inodes = {int(line.split()[4]) for line in maps if "/dev/shm/sem." in line}
+    named = set()
+    for path in Path("/dev/shm").glob("sem.*"):
+        with contextlib.suppress(FileNotFoundError):  # another test's, unlinked meanwhile
+            if path.stat().st_ino in inodes:
+                named.add(path.name)
+    return named
+
+
+@pytest.mark.thread_unsafe  # lists the process's semaphores
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_processes_close_releases_their_semaphores(method: str) -> None:
+    """Before: the lock bank's and the board's semaphores lived on after close() until the
+    strategy object went, and their finalizers ran wherever that happened, without Ctrl-C held:
+    one landing between a semaphore's unlink and its unregister made the resource tracker warn
+    of a leak at exit (CI, processes-spawn)."""
+    before = named_semaphores()
+    with create("processes", 2, start_method=method) as s:
+        s.map(square, [1, 2])
+        assert len(named_semaphores() - before) > 2  # the locks the workers share, by name
+    assert wait_until(lambda: not named_semaphores() - before, 10), named_semaphores() - before
+    assert s.closed  # still referenced here: close() itself let them go
 
 
 @pytest.mark.thread_unsafe  # lists the process's segments
