@@ -258,7 +258,8 @@ def run_benches(session: nox.Session) -> tuple[list[toolchain.Interpreter], list
         session.run(*command, external=True, env=env)
 
     def widest(paths: list[Path]) -> dict | None:
-        cmd = [targets[0].python, "-m", "harness.report.intervals", *map(str, paths)]
+        goal = ["--goal", str(plan.until)] if plan.until is not None else []
+        cmd = [targets[0].python, "-m", "harness.report.intervals", *goal, *map(str, paths)]
         out = session.run(*cmd, external=True, silent=True, env=targets[0].env)
         return json.loads(out.strip().splitlines()[-1])  # the last line: the JSON
 

@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 
-from harness.report.intervals import half_width, ratio_interval, widest
+from harness.report.intervals import half_width, ratio_interval, too_wide, widest
 from harness.report.rawdata import significance
 
 
@@ -113,3 +113,69 @@ def test_half_width_and_the_widest_headline_interval() -> None:
     assert widest(summary) == {"cell": "threads/w2 on cp313", "half_width": pytest.approx(0.1)}
     summary["headline"]["rows"]["serial/w1"]["cp313t"] = entry(0.9, None)
     assert widest(summary) == {"cell": "serial/w1 on cp313t", "half_width": None}
+
+
+def test_only_the_cells_wider_than_the_goal_and_the_baseline_are_measured_again() -> None:
+    def entry(speedup: float, ci: list[float] | None) -> dict:
+        return {"vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True}}
+
+    summary = {
+        "default_configuration": "cp313",
+        "headline": {
+            "workload": "data-parallel",
+            "model": "tiny",
+            "rows": {
+                "serial/w1": {
+                    "cp313": {"vs_serial_default": None},
+                    "cp313t": entry(0.9, [0.88, 0.92]),
+                },
+                "threads/w2": {"cp313": entry(0.8, [0.78, 0.82]), "cp313t": entry(1.5, [1.2, 1.9])},
+                "threads/w4": {"cp313": entry(0.5, [0.49, 0.51]), "cp313t": entry(1.1, None)},
+                "asyncio/w2": {"cp313": entry(0.7, [0.69, 0.71]), "cp313t": entry(1.1, [1.0, 1.2])},
+            },
+        },
+    }
+    # ±3 %: threads/w2 (±27 %), threads/w4 (unbounded), asyncio/w2 (±9 %) on cp313t are too wide;
+    # serial/w1 on cp313t (±2.2 %) and every cp313 cell are not; cp313's serial is the baseline
+    assert too_wide(summary, 0.03) == {
+        "cp313": [
+            "--workloads",
+            "data-parallel",
+            "--models",
+            "tiny",
+            "--strategies",
+            "serial",
+            "--workers",
+            "1",
+        ],
+        "cp313t": [
+            *("--workloads", "data-parallel", "--models", "tiny"),
+            *("--strategies", "asyncio,threads", "--workers", "2,4"),
+        ],
+    }
+    assert too_wide(summary, 0.5) == {
+        "cp313": [
+            "--workloads",
+            "data-parallel",
+            "--models",
+            "tiny",
+            "--strategies",
+            "serial",
+            "--workers",
+            "1",
+        ],
+        "cp313t": [
+            "--workloads",
+            "data-parallel",
+            "--models",
+            "tiny",
+            "--strategies",
+            "threads",
+            "--workers",
+            "4",
+        ],
+    }
+    summary["headline"]["rows"]["threads/w4"]["cp313t"] = entry(1.1, [1.09, 1.11])
+    summary["headline"]["rows"]["threads/w2"]["cp313t"] = entry(1.5, [1.45, 1.55])
+    summary["headline"]["rows"]["asyncio/w2"]["cp313t"] = entry(1.1, [1.08, 1.12])
+    assert too_wide(summary, 0.05) == {}

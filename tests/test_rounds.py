@@ -115,6 +115,53 @@ def test_adaptive_mode_stops_before_a_round_that_would_overrun_the_budget(tmp_pa
     assert "±30.0 %" in outcome.reason and "mpi/w2 on cp313" in outcome.reason
 
 
+class Selector(Recorder):
+    """Also notes the selection options each bench was given (what follows `--preset smoke`)."""
+
+    def __call__(self, command: list[str], env: dict[str, str]) -> None:
+        super().__call__(command, env)
+        self.calls[-1] += (command[command.index("smoke") + 1 : command.index("--append")],)
+
+
+def test_adaptive_rounds_after_the_first_two_measure_only_what_is_still_too_wide(
+    tmp_path: Path,
+) -> None:
+    answers = iter(
+        [
+            {
+                "cell": "a",
+                "half_width": 0.2,
+                "again": {
+                    "cp313": ["--strategies", "serial"],
+                    "cp313t": ["--strategies", "threads"],
+                },
+            },
+            {"cell": "b", "half_width": 0.1, "again": {"cp313": ["--strategies", "serial"]}},
+            {"cell": "b", "half_width": 0.04, "again": {}},
+        ]
+    )
+    run = Selector()
+    outcome = run_rounds(
+        targets(tmp_path),
+        ["--preset", "smoke"],
+        Plan(until=0.05, budget_s=1e9),
+        run,
+        lambda paths: next(answers),
+        log=lambda _: None,
+        clock=Clock(10),
+    )
+    assert outcome.rounds == 4
+    assert run.calls == [
+        *[(n, r, []) for r in ("1", "2") for n in ("cp313", "cp313t", "cp313t-gil")],
+        ("cp313", "3", ["--strategies", "serial"]),
+        ("cp313t", "3", ["--strategies", "threads"]),
+        ("cp313", "4", ["--strategies", "serial"]),
+    ]
+    # every configuration's file is still replaced, with the rounds it took part in
+    assert (tmp_path / "cp313t-gil.json").read_text() == "round 1\nround 2\n"
+    assert (tmp_path / "cp313.json").read_text().count("round") == 4
+
+
 def test_round_options_are_taken_out_and_bad_values_named() -> None:
     plan, rest = take_options(["--preset", "smoke", "--until=5%", "--budget", "8m", "-p", "2"])
     assert plan == Plan(rounds=3, until=0.05, budget_s=480.0)  # smoke: 3 pyperf processes
@@ -176,3 +223,38 @@ def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Pat
                 assert 0 <= r["metadata"]["ft_noise"] and r["metadata"]["ft_noise_wall_s"] > 0
                 assert "ft_load_before" in r["metadata"] and r["metadata"]["ft_noise_cpus"] >= 1
     assert not list(tmp_path.glob(".*.rounds"))
+
+
+def test_a_real_round_of_only_the_wide_cells_adds_processes_to_those_alone(tmp_path: Path) -> None:
+    """Real benches and pyperf --append: a round given the selection of one cell adds a process
+    to that benchmark and leaves the other's runs as they were."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    target = Target(
+        "cp313", sys.executable, {**env, "FT_HARNESS_CONFIG": "cp313"}, tmp_path / "a.json"
+    )
+    answers = iter(
+        [
+            {
+                "cell": "threads/w2 on cp313",
+                "half_width": 0.5,
+                "again": {"cp313": ["--strategies", "serial", "--workers", "1"]},
+            },
+            {"cell": "threads/w2 on cp313", "half_width": 0.01, "again": {}},
+        ]
+    )
+
+    def run(command: list[str], env: dict[str, str]) -> None:
+        subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+    args = ["--preset", "smoke", "--workloads", "data-parallel", "--models", "tiny"]
+    args += ["--strategies", "serial,threads", "--workers", "2", "-p", "1"]
+    outcome = run_rounds(
+        [target], args, Plan(until=0.05), run, lambda p: next(answers), log=lambda _: None
+    )
+    assert outcome.rounds == 3
+    data = json.loads(target.out.read_text())
+    processes = {
+        b["metadata"]["name"]: sum(1 for r in b["runs"] if r.get("values"))
+        for b in data["benchmarks"]
+    }
+    assert processes == {"data-parallel/serial/w1/tiny": 3, "data-parallel/threads/w2/tiny": 2}

@@ -13,7 +13,13 @@ the round's scale too: each of them has one process in every round.
 Fixed mode: `--rounds N` (default: the preset's pyperf process count, one process a
 round). Adaptive mode: `--until 5%` adds rounds until every headline speed-up's 95 % interval
 is within ±5 % (harness.report.intervals) or the next round would overrun `--budget` (default
-DEFAULT_BUDGET_S), and says which.
+DEFAULT_BUDGET_S), and says which. After MIN_ADAPTIVE_ROUNDS whole rounds, a round measures only
+what is still too wide: the headline cells whose interval is wider than the goal and the baseline
+every headline speed-up is divided by (serial on the default configuration), each configuration
+with the bench's own selection options; the others already meet the goal and keep their
+processes. Which cells are measured again depends on the intervals' widths, never on their
+verdicts: more processes for a wide cell narrow its interval around whatever it is, they do not
+go looking for significance.
 
 Standard library only: the noxfile imports this, outside any of the configurations' venvs; the
 intervals are computed by a configuration's own interpreter (`widest`, given by the caller).
@@ -24,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +73,16 @@ class Outcome:
     rounds: int = 0
     reason: str = ""
     seconds: list[float] = field(default_factory=list)  # per round
-    widest: dict[str, Any] | None = None
+    widest: dict[str, Any] | None = None  # intervals' answer: widest cell, and what to measure
+    measured: list[dict[str, list[str]]] = field(default_factory=list)  # per round, per target
+
+    def next_round(self, targets: list[Target]) -> dict[str, list[str]]:
+        """Configuration -> extra bench options for the next round: every configuration, as
+        given, until the intervals name what is still too wide ("again")."""
+        again = (self.widest or {}).get("again")
+        if again is None:
+            return {t.name: [] for t in targets}
+        return {t.name: list(again[t.name]) for t in targets if t.name in again}
 
 
 def parse_goal(text: str) -> float:
@@ -125,8 +140,9 @@ def preset_rounds(args: list[str]) -> int:
     return int(info.pyperf["processes"]) if info else DEFAULT_ROUNDS
 
 
-def command(target: Target, args: list[str]) -> list[str]:
-    """One round's bench of one configuration (options after ours: a user's `-p` wins)."""
+def command(target: Target, args: list[str], only: Sequence[str] = ()) -> list[str]:
+    """One round's bench of one configuration (options after ours: a user's `-p` wins; `only`,
+    the adaptive rounds' selection, comes last, as the bench takes the last of a repeated one)."""
     return [
         target.python,
         "-m",
@@ -136,6 +152,7 @@ def command(target: Target, args: list[str]) -> list[str]:
         "-p",
         str(PROCESSES_PER_ROUND),
         *args,
+        *only,
         "--append",
         str(target.partial),
     ]
@@ -160,17 +177,34 @@ def run_rounds(
         t.partial.unlink(missing_ok=True)  # a previous, interrupted series
     outcome, start = Outcome(), clock()
     while not outcome.reason:
-        began = clock()
+        began, measure = clock(), outcome.next_round(targets)
         for t in targets:
-            run(command(t, args), {**t.env, ROUND_ENV: str(outcome.rounds + 1)})
+            if t.name in measure:
+                run(
+                    command(t, args, measure[t.name]), {**t.env, ROUND_ENV: str(outcome.rounds + 1)}
+                )
         outcome.rounds += 1
+        outcome.measured.append(measure)
         outcome.seconds.append(clock() - began)
-        log(f"round {outcome.rounds} took {outcome.seconds[-1]:.0f} s")
+        log(
+            f"round {outcome.rounds} took {outcome.seconds[-1]:.0f} s{round_scope(measure, targets)}"
+        )
         outcome.reason = stop_reason(plan, outcome, clock() - start, targets, widest)
     for t in targets:
         os.replace(t.partial, t.out)
     log(f"{outcome.rounds} rounds: {outcome.reason}")
     return outcome
+
+
+def round_scope(measure: dict[str, list[str]], targets: list[Target]) -> str:
+    """How much of the matrix a round measured, for the log."""
+    if all(not measure.get(t.name, ["-"]) for t in targets):
+        return ""
+    return (
+        " (only the cells still too wide: "
+        + "; ".join(f"{name} {' '.join(options)}" for name, options in measure.items())
+        + ")"
+    )
 
 
 def stop_reason(

@@ -16,8 +16,9 @@ The values given are one mean per pyperf process (rawdata.Measurement.samples), 
 verdict's test: values of one process share its memory layout, hash seed and moment in the run,
 and taken as independent they made intervals too narrow to agree from one report to the next.
 
-    python -m harness.report.intervals RAW...   the widest headline interval, as JSON (used by
-                                               the adaptive rounds of harness.bench.rounds)
+    python -m harness.report.intervals [--goal 0.05] RAW...
+        the widest headline interval and, per configuration, the bench options that select
+        what is wider than the goal, as JSON (for the adaptive rounds of harness.bench.rounds)
 """
 
 from __future__ import annotations
@@ -99,16 +100,51 @@ def widest(summary: dict[str, Any]) -> dict[str, Any] | None:
     return {"cell": cell, "half_width": None if math.isinf(width) else width}  # None: unbounded
 
 
-def main(paths: list[str]) -> int:
+def too_wide(summary: dict[str, Any], goal: float) -> dict[str, list[str]]:
+    """Configuration -> the bench's selection options that measure again every headline cell
+    whose interval is wider than ±goal (or unbounded), with the serial cell of the default
+    configuration, which every headline speed-up is divided by. Empty when none is too wide.
+    The options select strategies x worker counts: a few cells beside the wide ones may come
+    along, which only adds processes to them."""
+    h = summary.get("headline") or {}
+    wide: dict[str, set[tuple[str, str]]] = {}
+    for name, cells in (h.get("rows") or {}).items():
+        for config, entry in cells.items():
+            width = half_width(entry.get("vs_serial_default"))
+            if width is not None and width > goal:
+                strategy, _, workers = name.rpartition("/w")
+                wide.setdefault(config, set()).add((strategy, workers))
+    if not wide:
+        return {}
+    wide.setdefault(summary["default_configuration"], set()).add(("serial", "1"))
+    return {config: selection(h, cells) for config, cells in sorted(wide.items())}
+
+
+def selection(headline: dict[str, Any], cells: set[tuple[str, str]]) -> list[str]:
+    strategies = sorted({strategy for strategy, _ in cells})
+    workers = sorted({workers for _, workers in cells}, key=int)
+    return [
+        *("--workloads", headline["workload"], "--models", headline["model"]),
+        *("--strategies", ",".join(strategies), "--workers", ",".join(workers)),
+    ]
+
+
+def main(argv: list[str]) -> int:
     from harness import HarnessError
     from harness.report import rawdata
     from harness.report.summary import summarise
 
+    goal = None
+    if argv[:1] == ["--goal"] and len(argv) > 1:
+        goal, argv = float(argv[1]), argv[2:]
     try:
-        found = widest(summarise(rawdata.load(paths)))
+        summary = summarise(rawdata.load(argv))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    found = widest(summary)
+    if found is not None and goal is not None:
+        found["again"] = too_wide(summary, goal)
     print(json.dumps(found))
     return 0
 
