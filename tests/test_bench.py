@@ -139,6 +139,19 @@ def test_explicit_lists_replace_their_side_of_the_presets_pairs() -> None:
     assert {c.model for c in models if c.workload == "loader"} == {""}  # no model there
 
 
+def test_cells_by_name_keep_only_those_of_the_matrix_and_an_unknown_one_is_named() -> None:
+    wanted = ("data-parallel/threads/w4/tiny", "data-parallel/serial/w1/tiny")
+    cells = select(get_preset("quick"), Selection(cells=wanted))
+    assert [c.name for c in cells] == [
+        "data-parallel/serial/w1/tiny",
+        "data-parallel/threads/w4/tiny",
+    ]
+    alone = select(get_preset("quick"), Selection(strategies=("threads",), cells=wanted[:1]))
+    assert [c.name for c in alone] == [wanted[0]]
+    with pytest.raises(HarnessError, match="--cells data-parallel/mpi/w4/tiny: not a cell"):
+        select(get_preset("quick"), Selection(cells=("data-parallel/mpi/w4/tiny",)))  # not quick's
+
+
 def test_serial_given_other_worker_counts_is_still_its_one_w1_baseline() -> None:
     cells = select(
         get_preset("quick"),

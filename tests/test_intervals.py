@@ -116,66 +116,52 @@ def test_half_width_and_the_widest_headline_interval() -> None:
 
 
 def test_only_the_cells_wider_than_the_goal_and_the_baseline_are_measured_again() -> None:
-    def entry(speedup: float, ci: list[float] | None) -> dict:
-        return {"vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True}}
+    def entry(cell: str, speedup: float, ci: list[float] | None) -> dict:
+        return {
+            "name": f"data-parallel/{cell}/tiny",
+            "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True},
+        }
 
-    summary = {
-        "default_configuration": "cp313",
-        "headline": {
-            "workload": "data-parallel",
-            "model": "tiny",
-            "rows": {
-                "serial/w1": {
-                    "cp313": {"vs_serial_default": None},
-                    "cp313t": entry(0.9, [0.88, 0.92]),
-                },
-                "threads/w2": {"cp313": entry(0.8, [0.78, 0.82]), "cp313t": entry(1.5, [1.2, 1.9])},
-                "threads/w4": {"cp313": entry(0.5, [0.49, 0.51]), "cp313t": entry(1.1, None)},
-                "asyncio/w2": {"cp313": entry(0.7, [0.69, 0.71]), "cp313t": entry(1.1, [1.0, 1.2])},
-            },
+    base = {
+        "name": "data-parallel/serial/w1/tiny",
+        "is_default_baseline": True,
+        "vs_serial_default": None,
+    }
+    rows = {
+        "serial/w1": {"cp313": base, "cp313t": entry("serial/w1", 0.9, [0.88, 0.92])},
+        "threads/w2": {
+            "cp313": entry("threads/w2", 0.8, [0.78, 0.82]),
+            "cp313t": entry("threads/w2", 1.5, [1.2, 1.9]),
+        },
+        "threads/w4": {
+            "cp313": entry("threads/w4", 0.5, [0.49, 0.51]),
+            "cp313t": entry("threads/w4", 1.1, None),
+        },
+        "asyncio/w2": {
+            "cp313": entry("asyncio/w2", 0.7, [0.69, 0.71]),
+            "cp313t": entry("asyncio/w2", 1.1, [1.0, 1.2]),
         },
     }
+    summary = {"default_configuration": "cp313", "headline": {"rows": rows}}
     # ±3 %: threads/w2 (±27 %), threads/w4 (unbounded), asyncio/w2 (±9 %) on cp313t are too wide;
     # serial/w1 on cp313t (±2.2 %) and every cp313 cell are not; cp313's serial is the baseline
     assert too_wide(summary, 0.03) == {
-        "cp313": [
-            "--workloads",
-            "data-parallel",
-            "--models",
-            "tiny",
-            "--strategies",
-            "serial",
-            "--workers",
-            "1",
-        ],
+        "cp313": ["--cells", "data-parallel/serial/w1/tiny"],
         "cp313t": [
-            *("--workloads", "data-parallel", "--models", "tiny"),
-            *("--strategies", "asyncio,threads", "--workers", "2,4"),
+            "--cells",
+            "data-parallel/threads/w2/tiny,data-parallel/threads/w4/tiny,data-parallel/asyncio/w2/tiny",
         ],
     }
     assert too_wide(summary, 0.5) == {
-        "cp313": [
-            "--workloads",
-            "data-parallel",
-            "--models",
-            "tiny",
-            "--strategies",
-            "serial",
-            "--workers",
-            "1",
-        ],
-        "cp313t": [
-            "--workloads",
-            "data-parallel",
-            "--models",
-            "tiny",
-            "--strategies",
-            "threads",
-            "--workers",
-            "4",
-        ],
+        "cp313": ["--cells", "data-parallel/serial/w1/tiny"],
+        "cp313t": ["--cells", "data-parallel/threads/w4/tiny"],
     }
-    summary["headline"]["rows"]["threads/w4"]["cp313t"] = entry(1.1, [1.09, 1.11])
-    summary["headline"]["rows"]["threads/w2"]["cp313t"] = entry(1.5, [1.45, 1.55])
-    summary["headline"]["rows"]["asyncio/w2"]["cp313t"] = entry(1.1, [1.08, 1.12])
+    rows["threads/w4"]["cp313t"] = entry("threads/w4", 1.1, [1.09, 1.11])
+    rows["threads/w2"]["cp313t"] = entry("threads/w2", 1.5, [1.45, 1.55])
+    rows["asyncio/w2"]["cp313t"] = entry("asyncio/w2", 1.1, [1.08, 1.12])
     assert too_wide(summary, 0.05) == {}
+    rows["serial/w1"]["cp313t"] = entry("serial/w1", 0.9, [0.7, 1.1])  # only cp313t's serial
+    assert too_wide(summary, 0.05) == {
+        "cp313": ["--cells", "data-parallel/serial/w1/tiny"],
+        "cp313t": ["--cells", "data-parallel/serial/w1/tiny"],
+    }

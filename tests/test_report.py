@@ -411,6 +411,7 @@ def test_headline_follows_the_model_with_the_most_cells() -> None:
 
     def row(model: str, series: str, workers: int) -> dict[str, Any]:
         return {
+            "name": f"data-parallel/{series}/w{workers}/{model}",
             "model": model,
             "workload_variant": "",
             "series": series,

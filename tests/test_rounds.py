@@ -237,7 +237,7 @@ def test_a_real_round_of_only_the_wide_cells_adds_processes_to_those_alone(tmp_p
             {
                 "cell": "threads/w2 on cp313",
                 "half_width": 0.5,
-                "again": {"cp313": ["--strategies", "serial", "--workers", "1"]},
+                "again": {"cp313": ["--cells", "data-parallel/serial/w1/tiny"]},
             },
             {"cell": "threads/w2 on cp313", "half_width": 0.01, "again": {}},
         ]

@@ -75,6 +75,12 @@ LISTS = {
     "workers": int,
     "variants": variant_name,
     "models": str,
+    "cells": str,
+}
+
+LIST_HELP = {
+    "cells": "only these cells of the matrix, by benchmark name "
+    "(e.g. data-parallel/threads/w2/tiny); the adaptive rounds measure wide cells again with it",
 }
 
 
@@ -92,7 +98,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{name}",
             type=comma_list(kind),
             metavar="A,B",
-            help=f"explicit {name}: the matrix becomes the product of the lists given "
+            help=LIST_HELP.get(name)
+            or f"explicit {name}: the matrix becomes the product of the lists given "
             "and the preset's values for the others"
             + (f" ('{PLAIN}': no variant)" if name == "variants" else ""),
         )

@@ -21,7 +21,7 @@ Standard library and harness only: no pyperf here (the report parses names with 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness import HarnessError
@@ -314,6 +314,7 @@ class Selection:
     workers: tuple[int, ...] | None = None
     variants: tuple[str, ...] | None = None
     models: tuple[str, ...] | None = None
+    cells: tuple[str, ...] | None = None  # benchmark names: a filter on the cells, not a list
 
     def empty(self) -> bool:
         return all(getattr(self, name) is None for name in self.__dataclass_fields__)
@@ -332,11 +333,23 @@ class Plan:
 
 def select(preset: Preset, selection: Selection) -> list[Cell]:
     """The preset's cells, or the product of the explicit lists with the preset's other values,
-    workload by workload (a variant or a model only where the workload has it)."""
-    if selection.empty():
-        return list(preset.cells)
-    workloads = selection.workloads or tuple(dict.fromkeys(c.workload for c in preset.cells))
-    return [cell for workload in workloads for cell in _product(preset, selection, workload)]
+    workload by workload (a variant or a model only where the workload has it); then only the
+    cells named by `cells`, if given (a name not among them is an error)."""
+    lists = replace(selection, cells=None)
+    if lists.empty():
+        found = list(preset.cells)
+    else:
+        workloads = lists.workloads or tuple(dict.fromkeys(c.workload for c in preset.cells))
+        found = [cell for workload in workloads for cell in _product(preset, lists, workload)]
+    if selection.cells is None:
+        return found
+    unknown = [name for name in selection.cells if name not in {c.name for c in found}]
+    if unknown:
+        raise HarnessError(
+            f"--cells {','.join(unknown)}: not a cell of this matrix; its cells are "
+            f"{', '.join(c.name for c in found[:6])}{' ...' if len(found) > 6 else ''}"
+        )
+    return [cell for cell in found if cell.name in selection.cells]
 
 
 def _product(preset: Preset, selection: Selection, workload: str) -> list[Cell]:

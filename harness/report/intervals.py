@@ -101,32 +101,23 @@ def widest(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def too_wide(summary: dict[str, Any], goal: float) -> dict[str, list[str]]:
-    """Configuration -> the bench's selection options that measure again every headline cell
-    whose interval is wider than ±goal (or unbounded), with the serial cell of the default
-    configuration, which every headline speed-up is divided by. Empty when none is too wide.
-    The options select strategies x worker counts: a few cells beside the wide ones may come
-    along, which only adds processes to them."""
-    h = summary.get("headline") or {}
-    wide: dict[str, set[tuple[str, str]]] = {}
-    for name, cells in (h.get("rows") or {}).items():
+    """Configuration -> the bench options (`--cells NAME,...`) that measure again every headline
+    cell whose interval is wider than ±goal (or unbounded), with the serial cell of the default
+    configuration, which every headline speed-up is divided by. Empty when none is too wide."""
+    wide: dict[str, list[str]] = {}
+    baseline = None
+    for cells in ((summary.get("headline") or {}).get("rows") or {}).values():
         for config, entry in cells.items():
+            if entry.get("is_default_baseline"):
+                baseline = (config, entry["name"])
             width = half_width(entry.get("vs_serial_default"))
             if width is not None and width > goal:
-                strategy, _, workers = name.rpartition("/w")
-                wide.setdefault(config, set()).add((strategy, workers))
+                wide.setdefault(config, []).append(entry["name"])
     if not wide:
         return {}
-    wide.setdefault(summary["default_configuration"], set()).add(("serial", "1"))
-    return {config: selection(h, cells) for config, cells in sorted(wide.items())}
-
-
-def selection(headline: dict[str, Any], cells: set[tuple[str, str]]) -> list[str]:
-    strategies = sorted({strategy for strategy, _ in cells})
-    workers = sorted({workers for _, workers in cells}, key=int)
-    return [
-        *("--workloads", headline["workload"], "--models", headline["model"]),
-        *("--strategies", ",".join(strategies), "--workers", ",".join(workers)),
-    ]
+    if baseline is not None and baseline[1] not in wide.get(baseline[0], []):
+        wide.setdefault(baseline[0], []).insert(0, baseline[1])
+    return {config: ["--cells", ",".join(names)] for config, names in sorted(wide.items())}
 
 
 def main(argv: list[str]) -> int:

@@ -419,6 +419,7 @@ def headline(summary: dict[str, Any], index: Index) -> dict[str, Any] | None:
     for r in (r for r in rows if r["model"] == model):
         cell = table.setdefault(f"{r['series']}/w{r['workers']}", {})
         cell[r["configuration"]] = {
+            "name": r["name"],  # the benchmark: what `bench --cells` selects
             "rate_per_s": r["rate_per_s"],
             "vs_serial_default": r["vs_serial_default"],
             "noisy": bool((r.get("noise") or {}).get("noisy")),
