@@ -86,7 +86,7 @@ def test_adaptive_mode_stops_when_the_widest_interval_reaches_the_goal(tmp_path:
     outcome = run_rounds(
         targets(tmp_path),
         [],
-        Plan(until=0.05, budget_s=1e9),
+        Plan(rounds=2, until=0.05, budget_s=1e9),
         Recorder(),
         widest,
         log=lambda _: None,
@@ -97,6 +97,32 @@ def test_adaptive_mode_stops_when_the_widest_interval_reaches_the_goal(tmp_path:
     assert seen[0] == [t.partial for t in targets(tmp_path)]
 
 
+def test_adaptive_mode_first_runs_the_fixed_modes_whole_rounds(tmp_path: Path) -> None:
+    looked_after: list[int] = []
+    run = Recorder()
+
+    def widest(paths: list[Path]) -> dict[str, Any]:
+        looked_after.append(len(run.calls))  # benches run so far
+        return {
+            "cell": "x",
+            "half_width": 0.2 if len(looked_after) == 1 else 0.01,
+            "again": {"cp313": []},
+        }
+
+    outcome = run_rounds(
+        targets(tmp_path),
+        [],
+        Plan(rounds=5, until=0.05, budget_s=1e9),
+        run,
+        widest,
+        log=lambda _: None,
+        clock=Clock(10),
+    )
+    assert looked_after == [15, 16]  # not before the 5 whole rounds of the fixed mode
+    assert [c[0] for c in run.calls[:15]] == ["cp313", "cp313t", "cp313t-gil"] * 5
+    assert [c[0] for c in run.calls[15:]] == ["cp313"] and outcome.rounds == 6
+
+
 def test_adaptive_mode_stops_before_a_round_that_would_overrun_the_budget(tmp_path: Path) -> None:
     def widest(paths: list[Path]) -> dict[str, Any]:
         return {"cell": "mpi/w2 on cp313", "half_width": 0.3}
@@ -104,7 +130,7 @@ def test_adaptive_mode_stops_before_a_round_that_would_overrun_the_budget(tmp_pa
     outcome = run_rounds(
         targets(tmp_path),
         [],
-        Plan(until=0.05, budget_s=250),
+        Plan(rounds=2, until=0.05, budget_s=250),
         Recorder(),
         widest,
         log=lambda _: None,
@@ -144,7 +170,7 @@ def test_adaptive_rounds_after_the_first_two_measure_only_what_is_still_too_wide
     outcome = run_rounds(
         targets(tmp_path),
         ["--preset", "smoke"],
-        Plan(until=0.05, budget_s=1e9),
+        Plan(rounds=2, until=0.05, budget_s=1e9),
         run,
         lambda paths: next(answers),
         log=lambda _: None,
@@ -249,7 +275,7 @@ def test_a_real_round_of_only_the_wide_cells_adds_processes_to_those_alone(tmp_p
     args = ["--preset", "smoke", "--workloads", "data-parallel", "--models", "tiny"]
     args += ["--strategies", "serial,threads", "--workers", "2", "-p", "1"]
     outcome = run_rounds(
-        [target], args, Plan(until=0.05), run, lambda p: next(answers), log=lambda _: None
+        [target], args, Plan(rounds=2, until=0.05), run, lambda p: next(answers), log=lambda _: None
     )
     assert outcome.rounds == 3
     data = json.loads(target.out.read_text())
