@@ -438,3 +438,19 @@ def test_headline_follows_the_model_with_the_most_cells() -> None:
         {"workloads": {"data-parallel": small + tiny[:2]}, "single_thread_cost": []}, index
     )
     assert tie is not None and tie["model"] == "small"
+
+
+def test_benchmarks_measured_again_give_the_range_of_processes(smoke: Path, tmp_path: Path) -> None:
+    """After adaptive rounds the cells measured again have more processes than the others: the
+    intro gives the fewest and the most, not the first benchmark's count as everyone's."""
+    suite = pyperf.BenchmarkSuite.load(str(smoke / "cp313t.json"))
+    benches = suite.get_benchmarks()
+    runs = [[r for r in b.get_runs() if r.values] for b in benches]
+    fewer = [pyperf.Benchmark(runs[0])] + [pyperf.Benchmark(r[:2]) for r in runs[1:]]
+    pyperf.BenchmarkSuite(fewer).dump(str(tmp_path / "cp313t.json"))
+    out = tmp_path / "latest"
+    report_command([str(smoke / "cp313.json"), str(tmp_path / "cp313t.json")], str(out))
+    markdown = (out / "REPORT.md").read_text()
+    most = len(runs[0])
+    assert f"cp313t: 2–{most} pyperf worker processes" in markdown, markdown[:800]
+    assert "more for the cells measured again" in markdown

@@ -100,9 +100,16 @@ def run_shapes(shapes: dict[str, dict[str, int]]) -> str:
     """`3 pyperf worker processes × 3 values (after 1 warm-up)`, per configuration where they differ."""
 
     def words(shape: dict[str, int]) -> str:
+        most = shape.get("processes_max", shape["processes"])
+        processes = (
+            f"{shape['processes']}"
+            if most == shape["processes"]
+            else f"{shape['processes']}–{most}"
+        )
         return (
-            f"{shape['processes']} pyperf worker processes × {shape['values_per_process']} values "
+            f"{processes} pyperf worker processes × {shape['values_per_process']} values "
             f"(after {shape['warmups_per_process']} warm-up)"
+            + ("" if most == shape["processes"] else ", more for the cells measured again")
         )
 
     if len({tuple(shape.values()) for shape in shapes.values()}) == 1:

@@ -143,6 +143,17 @@ def run_shape(bench: Any) -> dict[str, int]:
     }
 
 
+def file_shape(f: RawFile) -> dict[str, int]:
+    """run_shape of a file's first benchmark, with the fewest and the most processes of any of
+    its benchmarks (the adaptive rounds give the cells they measure again more)."""
+    counts = [run_shape(m.bench)["processes"] for m in f.measurements]
+    return {
+        **run_shape(f.measurements[0].bench),
+        "processes": min(counts),
+        "processes_max": max(counts),
+    }
+
+
 def settings(files: list[RawFile]) -> dict[str, Any]:
     """The preset and how many pyperf processes/values/warm-ups each benchmark has."""
     sample = files[0].measurements[0].bench
@@ -158,7 +169,7 @@ def settings(files: list[RawFile]) -> dict[str, Any]:
         "description": preset_description(preset_name),
         "selection": json.loads(files[0].common("ft_selection") or "{}"),
         **run_shape(sample),  # the first file's; run_shapes has every file's (they may differ)
-        "run_shapes": {f.config: run_shape(f.measurements[0].bench) for f in files},
+        "run_shapes": {f.config: file_shape(f) for f in files},
         "loops": sample.get_metadata().get("loops"),
         "bench_seconds": {
             f.config: round(sum(m.bench.get_total_duration() for m in f.measurements), 1)
