@@ -82,14 +82,17 @@ def test_same_values_same_interval_in_any_order() -> None:
     assert ratio_interval(base, other) == ratio_interval(base[::-1], sorted(other))
 
 
-def test_half_width_and_the_widest_headline_interval() -> None:
-    def entry(speedup: float, ci: list[float] | None) -> dict:
-        return {
-            "rate_per_s": 1.0,
-            "is_default_baseline": False,
-            "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True},
-        }
+def headline_entry(speedup: float, ci: list[float] | None, cell: str = "threads/w2") -> dict:
+    """One configuration's entry of a headline row, as summary.json has it."""
+    return {
+        "name": f"data-parallel/{cell}/tiny",
+        "rate_per_s": 1.0,
+        "is_default_baseline": False,
+        "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True},
+    }
 
+
+def test_half_width_and_the_widest_headline_interval() -> None:
     assert half_width({"speedup": 2.0, "ci95": [1.8, 2.3]}) == pytest.approx(0.15)
     assert half_width({"speedup": 2.0, "ci95": None}) == math.inf
     summary = {
@@ -101,45 +104,39 @@ def test_half_width_and_the_widest_headline_interval() -> None:
                         "is_default_baseline": True,
                         "vs_serial_default": None,
                     },
-                    "cp313t": entry(0.9, [0.88, 0.93]),
+                    "cp313t": headline_entry(0.9, [0.88, 0.93]),
                 },
                 "threads/w2": {
-                    "cp313": entry(0.5, [0.45, 0.52]),
-                    "cp313t": entry(1.4, [1.3, 1.45]),
+                    "cp313": headline_entry(0.5, [0.45, 0.52]),
+                    "cp313t": headline_entry(1.4, [1.3, 1.45]),
                 },
             }
         }
     }
     assert widest(summary) == {"cell": "threads/w2 on cp313", "half_width": pytest.approx(0.1)}
-    summary["headline"]["rows"]["serial/w1"]["cp313t"] = entry(0.9, None)
+    summary["headline"]["rows"]["serial/w1"]["cp313t"] = headline_entry(0.9, None)
     assert widest(summary) == {"cell": "serial/w1 on cp313t", "half_width": None}
 
 
 def test_only_the_cells_wider_than_the_goal_and_the_baseline_are_measured_again() -> None:
-    def entry(cell: str, speedup: float, ci: list[float] | None) -> dict:
-        return {
-            "name": f"data-parallel/{cell}/tiny",
-            "vs_serial_default": {"speedup": speedup, "ci95": ci, "significant": True},
-        }
-
     base = {
         "name": "data-parallel/serial/w1/tiny",
         "is_default_baseline": True,
         "vs_serial_default": None,
     }
     rows = {
-        "serial/w1": {"cp313": base, "cp313t": entry("serial/w1", 0.9, [0.88, 0.92])},
+        "serial/w1": {"cp313": base, "cp313t": headline_entry(0.9, [0.88, 0.92], "serial/w1")},
         "threads/w2": {
-            "cp313": entry("threads/w2", 0.8, [0.78, 0.82]),
-            "cp313t": entry("threads/w2", 1.5, [1.2, 1.9]),
+            "cp313": headline_entry(0.8, [0.78, 0.82], "threads/w2"),
+            "cp313t": headline_entry(1.5, [1.2, 1.9], "threads/w2"),
         },
         "threads/w4": {
-            "cp313": entry("threads/w4", 0.5, [0.49, 0.51]),
-            "cp313t": entry("threads/w4", 1.1, None),
+            "cp313": headline_entry(0.5, [0.49, 0.51], "threads/w4"),
+            "cp313t": headline_entry(1.1, None, "threads/w4"),
         },
         "asyncio/w2": {
-            "cp313": entry("asyncio/w2", 0.7, [0.69, 0.71]),
-            "cp313t": entry("asyncio/w2", 1.1, [1.0, 1.2]),
+            "cp313": headline_entry(0.7, [0.69, 0.71], "asyncio/w2"),
+            "cp313t": headline_entry(1.1, [1.0, 1.2], "asyncio/w2"),
         },
     }
     summary = {"default_configuration": "cp313", "headline": {"rows": rows}}
@@ -156,11 +153,13 @@ def test_only_the_cells_wider_than_the_goal_and_the_baseline_are_measured_again(
         "cp313": ["--cells", "data-parallel/serial/w1/tiny"],
         "cp313t": ["--cells", "data-parallel/threads/w4/tiny"],
     }
-    rows["threads/w4"]["cp313t"] = entry("threads/w4", 1.1, [1.09, 1.11])
-    rows["threads/w2"]["cp313t"] = entry("threads/w2", 1.5, [1.45, 1.55])
-    rows["asyncio/w2"]["cp313t"] = entry("asyncio/w2", 1.1, [1.08, 1.12])
+    rows["threads/w4"]["cp313t"] = headline_entry(1.1, [1.09, 1.11], "threads/w4")
+    rows["threads/w2"]["cp313t"] = headline_entry(1.5, [1.45, 1.55], "threads/w2")
+    rows["asyncio/w2"]["cp313t"] = headline_entry(1.1, [1.08, 1.12], "asyncio/w2")
     assert too_wide(summary, 0.05) == {}
-    rows["serial/w1"]["cp313t"] = entry("serial/w1", 0.9, [0.7, 1.1])  # only cp313t's serial
+    rows["serial/w1"]["cp313t"] = headline_entry(
+        0.9, [0.7, 1.1], "serial/w1"
+    )  # only cp313t's serial
     assert too_wide(summary, 0.05) == {
         "cp313": ["--cells", "data-parallel/serial/w1/tiny"],
         "cp313t": ["--cells", "data-parallel/serial/w1/tiny"],

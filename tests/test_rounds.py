@@ -205,6 +205,11 @@ def test_round_options_are_taken_out_and_bad_values_named() -> None:
             take_options(bad)
 
 
+def real_bench(command: list[str], env: dict[str, str]) -> None:
+    """A round's bench, run for real (the runner nox gives run_rounds)."""
+    subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+
 def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Path) -> None:
     """Real benches (smoke preset, two cells), real pyperf --append: every benchmark ends with
     one process per round, each process knows its round and recorded the machine's noise."""
@@ -219,9 +224,6 @@ def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Pat
         for n in ("cp313", "cp313t")
     ]
 
-    def run(command: list[str], env: dict[str, str]) -> None:
-        subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
-
     args = [
         "--preset",
         "smoke",
@@ -232,7 +234,7 @@ def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Pat
         "--workers",
         "2",
     ]
-    run_rounds(found, args, Plan(rounds=2), run, log=lambda _: None)
+    run_rounds(found, args, Plan(rounds=2), real_bench, log=lambda _: None)
     for t in found:
         data = json.loads(t.out.read_text())
         assert len(data["benchmarks"]) == 2
@@ -269,13 +271,15 @@ def test_a_real_round_of_only_the_wide_cells_adds_processes_to_those_alone(tmp_p
         ]
     )
 
-    def run(command: list[str], env: dict[str, str]) -> None:
-        subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
-
     args = ["--preset", "smoke", "--workloads", "data-parallel", "--models", "tiny"]
     args += ["--strategies", "serial,threads", "--workers", "2", "-p", "1"]
     outcome = run_rounds(
-        [target], args, Plan(rounds=2, until=0.05), run, lambda p: next(answers), log=lambda _: None
+        [target],
+        args,
+        Plan(rounds=2, until=0.05),
+        real_bench,
+        lambda p: next(answers),
+        log=lambda _: None,
     )
     assert outcome.rounds == 3
     data = json.loads(target.out.read_text())

@@ -343,7 +343,8 @@ def select(preset: Preset, selection: Selection) -> list[Cell]:
         found = [cell for workload in workloads for cell in _product(preset, lists, workload)]
     if selection.cells is None:
         return found
-    unknown = [name for name in selection.cells if name not in {c.name for c in found}]
+    names = {cell.name for cell in found}
+    unknown = [name for name in selection.cells if name not in names]
     if unknown:
         raise HarnessError(
             f"--cells {','.join(unknown)}: not a cell of this matrix; its cells are "

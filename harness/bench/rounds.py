@@ -78,7 +78,6 @@ class Outcome:
     reason: str = ""
     seconds: list[float] = field(default_factory=list)  # per round
     widest: dict[str, Any] | None = None  # intervals' answer: widest cell, and what to measure
-    measured: list[dict[str, list[str]]] = field(default_factory=list)  # per round, per target
 
     def next_round(self, targets: list[Target]) -> dict[str, list[str]]:
         """Configuration -> extra bench options for the next round: every configuration, as
@@ -188,11 +187,8 @@ def run_rounds(
                     command(t, args, measure[t.name]), {**t.env, ROUND_ENV: str(outcome.rounds + 1)}
                 )
         outcome.rounds += 1
-        outcome.measured.append(measure)
         outcome.seconds.append(clock() - began)
-        log(
-            f"round {outcome.rounds} took {outcome.seconds[-1]:.0f} s{round_scope(measure, targets)}"
-        )
+        log(f"round {outcome.rounds} took {outcome.seconds[-1]:.0f} s{round_scope(measure)}")
         outcome.reason = stop_reason(plan, outcome, clock() - start, targets, widest)
     for t in targets:
         os.replace(t.partial, t.out)
@@ -200,9 +196,9 @@ def run_rounds(
     return outcome
 
 
-def round_scope(measure: dict[str, list[str]], targets: list[Target]) -> str:
-    """How much of the matrix a round measured, for the log."""
-    if all(not measure.get(t.name, ["-"]) for t in targets):
+def round_scope(measure: dict[str, list[str]]) -> str:
+    """For the log: the selection of a round that did not measure everything."""
+    if not any(measure.values()):
         return ""
     return (
         " (only the cells still too wide: "
