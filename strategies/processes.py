@@ -224,6 +224,7 @@ class Processes(Strategy):
         self._death: str | None = None  # the first dead worker, in WorkerDied's words
         self._segments: list[SharedMemory] = []
         self._pool: ProcessPoolExecutor | None = None
+        self._watcher: threading.Thread | None = None
         try:  # start the workers outside timed code; a failed or interrupted start leaves nothing
             # Ctrl-C held for the whole start: another thread (BLAS's) may take the signal while
             # this one blocks it, and a KeyboardInterrupt inside the pool's submit could leave a
@@ -236,9 +237,10 @@ class Processes(Strategy):
             self.close()
             raise self._worker_died(exc) from exc
         workers = list(self._pool._processes.values())  # type: ignore[attr-defined]
-        threading.Thread(
+        self._watcher = threading.Thread(
             target=self._watch, args=(workers,), name="ft-harness-watch", daemon=True
-        ).start()
+        )
+        self._watcher.start()
 
     def _start_pool(self, context: Any) -> list[Future[int]]:
         """The locks, the board and the pool, with every worker asked to start."""
@@ -376,6 +378,8 @@ class Processes(Strategy):
             try:
                 if self._pool is not None:
                     stop_pool(self._pool)
+                if self._watcher is not None:  # it ends once the workers have: then it lets go
+                    self._watcher.join(GRACE_S)  # of the pool, whose initargs hold the locks
             finally:
                 self._drop_semaphores()
                 for shm in self._segments:
@@ -386,7 +390,8 @@ class Processes(Strategy):
         """Let go of the lock bank, the board's lock and the pool (its queues' locks) here, with
         Ctrl-C held: each semaphore's finalizer unlinks it and then tells the resource tracker,
         and a Ctrl-C between the two makes the tracker warn of a leak at exit. Left to the
-        strategy object's end, they ran wherever that came (after the run, as main returned)."""
+        strategy object's end, they ran wherever that came (after the run, as main returned, or
+        in the watch thread, a daemon that the interpreter's exit can stop between the two)."""
         _LOCK_BANKS.pop(self._token, None)
         self._locks = []
         self._board = None

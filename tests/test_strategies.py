@@ -27,7 +27,7 @@ from strategies import REGISTRY, create, get_strategy, register
 from strategies.asyncio_offload import ctrl_c_cancels
 from strategies.base import Strategy, WorkerDied, blas_summary, ctrl_c_deferred, split_evenly
 from strategies.processes import LOCK_BANK_SIZE
-from tests.conftest import alive, our_segments, wait_until
+from tests.conftest import alive, our_segments
 
 # SPMD strategies map only where every worker runs the workload: tests/test_mpi.py, test_spmd.py
 ALL = sorted(name for name, cls in REGISTRY.items() if not cls.spmd)
@@ -144,8 +144,9 @@ def test_processes_close_releases_their_semaphores(method: str) -> None:
     with create("processes", 2, start_method=method) as s:
         s.map(square, [1, 2])
         assert len(named_semaphores() - before) > 2  # the locks the workers share, by name
-    assert wait_until(lambda: not named_semaphores() - before, 10), named_semaphores() - before
-    assert s.closed  # still referenced here: close() itself let them go
+    left = named_semaphores() - before
+    assert not left, left  # at once: close() itself let them go (not the watch thread, later)
+    assert s.closed  # still referenced here
 
 
 @pytest.mark.thread_unsafe  # lists the process's segments
