@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError, __version__
-from strategies.base import blas_summary
+from strategies.base import blas_summary, gil_enabled
 
 CONFIG_ENV = "FT_HARNESS_CONFIG"  # set by nox/bench to the toolchain's configuration name
 
@@ -25,11 +25,6 @@ def configuration_name() -> str:
     if not sysconfig.get_config_var("Py_GIL_DISABLED"):
         return tag
     return f"{tag}t-gil" if gil_enabled() else f"{tag}t"
-
-
-def gil_enabled() -> bool:
-    """Checked now, after imports: an extension without free-threading support re-enables it."""
-    return sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
 
 
 def interpreter_info() -> dict[str, Any]:

@@ -22,6 +22,7 @@ and `close()` stops them within a bounded time, whatever state they are in.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -293,6 +294,11 @@ def run_slice(fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
 
 def concatenated(slices: Iterable[list[R]]) -> list[R]:
     return [result for chunk in slices for result in chunk]
+
+
+def gil_enabled() -> bool:
+    """Checked now, after imports: an extension without free-threading support re-enables it."""
+    return sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
 
 
 def blas_summary() -> dict[str, Any]:

@@ -1,33 +1,90 @@
-"""A gang of threads for `map`: each thread is handed its slice through a lock of its own.
+"""A gang of threads for `map`: woken through a lock of their own, they claim the map's tasks one
+at a time beside the caller.
 
-The leanest hand-off of one slice per thread that plain `threading` offers: the caller releases
-thread i's `go` lock (the thread sleeps in the kernel on it) and later acquires its `done` lock.
-A ThreadPoolExecutor does more per slice (a work item, a Future with its Condition, `wait`'s
-waiter on every future). Measured on cp313t (2-core VM, quiet), tiny model, batch 1024, 2
-workers, 9 interleaved rounds of 1500-step runs: 3 % less time with the gang (median of the
-per-round ratios; faster in 7 of 9), 1.64x serial against the executor's 1.58x (medians).
+The leanest hand-off that plain `threading` offers: the caller releases thread i's `go` lock (the
+thread sleeps in the kernel on it) and later acquires its `done` lock. A ThreadPoolExecutor does
+more per slice (a work item, a Future with its Condition, `wait`'s waiter on every future).
+Measured on cp313t (2-core VM, quiet), tiny model, batch 1024, 2 workers, 9 interleaved rounds
+of 1500-step runs: 3 % less time with the gang than with the executor (median of the per-round
+ratios; faster in 7 of 9).
+
+Tasks are claimed, not dealt out in fixed slices: a thread that wakes late (50-150 µs on a small
+VM, as much as a tiny model's microbatch) or runs slow takes fewer tasks, and the others take
+more, instead of everybody waiting at the end for the slowest slice. Results land in task order
+whoever computed them, so the answer does not depend on who claimed what.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic
 
-from strategies.base import R, T, run_slice
+from strategies.base import R, T, gil_enabled
+
+# How long a thread polls a lock before it sleeps on it, where the GIL is off. A wake-up from the
+# kernel costs 50-150 µs on a small VM; the serial part between two maps of a tiny model is about
+# 30 µs, so a gang thread polling that long is already running when the next map starts, and the
+# caller, polling for the last task, sees it end at once (OpenMP's "active" wait does the same).
+# With the GIL on, a polling thread would hold the GIL the other thread needs: no polling there.
+SPIN_NS = 200_000
+
+
+def acquire_soon(lock: threading.Lock, spin_ns: int) -> None:
+    """Acquire `lock`, polling it for up to `spin_ns` before sleeping in the kernel."""
+    try_acquire, clock = lock.acquire, time.perf_counter_ns
+    deadline = clock() + spin_ns
+    while not try_acquire(False):
+        if clock() > deadline:
+            lock.acquire()
+            return
+
+
+class SharedTasks(Generic[T, R]):
+    """One map's tasks, claimed in task order by every thread that calls `work`."""
+
+    def __init__(self, fn: Callable[[T], R], tasks: Sequence[T]) -> None:
+        self._fn, self._tasks = fn, tasks
+        # popped from the end, so claims go 0, 1, 2, ...; list.pop is atomic on every build
+        self._unclaimed = list(range(len(tasks) - 1, -1, -1))
+        self._results: list[Any] = [None] * len(tasks)
+        self._errors: dict[int, BaseException] = {}
+
+    def work(self) -> None:
+        """Claim and run tasks until none is left; after a task's error nobody claims another."""
+        claim, fn, tasks, results = self._unclaimed.pop, self._fn, self._tasks, self._results
+        while True:
+            try:
+                i = claim()
+            except IndexError:
+                return
+            try:
+                results[i] = fn(tasks[i])
+            except BaseException as exc:  # noqa: B036  (re-raised by `results`, as a pool would)
+                self._errors[i] = exc
+                self._unclaimed.clear()
+                return
+
+    def results(self) -> list[R]:
+        """The results in task order, or the error of the first task (in task order) that failed:
+        claims go in task order and every claimed task ends, so that is the first failing task."""
+        if self._errors:
+            raise self._errors[min(self._errors)]
+        return self._results
 
 
 class Gang:
-    """`size` daemon threads, each running one slice per `start`/`finish` pair."""
+    """`size` daemon threads, each joining the caller's `SharedTasks` per `start`/`finish` pair."""
 
     def __init__(self, size: int, name: str) -> None:
         self._go = [threading.Lock() for _ in range(size)]
         self._done = [threading.Lock() for _ in range(size)]
         for lock in (*self._go, *self._done):
             lock.acquire()  # held: a thread waits on its `go`, the caller on its `done`
-        self._jobs: list[tuple[Callable[[Any], Any], Sequence[Any]] | None] = [None] * size
-        self._outcomes: list[tuple[bool, Any]] = [(True, None)] * size
-        self._started = 0  # slices handed out by the last start
+        self._job: SharedTasks[Any, Any] | None = None
+        self._woken: list[threading.Lock] = []  # the `go` locks the last start released
+        self._spin_ns = 0 if gil_enabled() else SPIN_NS
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"{name}_{i}", daemon=True)
             for i in range(size)
@@ -36,40 +93,31 @@ class Gang:
             thread.start()
 
     def _serve(self, i: int) -> None:
-        go, done = self._go[i], self._done[i]
+        go, done, spin_ns = self._go[i], self._done[i], self._spin_ns
         while True:
-            go.acquire()
-            job = self._jobs[i]
+            acquire_soon(go, spin_ns)
+            job = self._job
             if job is None:
                 return  # closed
-            try:
-                self._outcomes[i] = (True, run_slice(*job))
-            except BaseException as exc:  # noqa: B036  (the caller re-raises it, as a pool would)
-                self._outcomes[i] = (False, exc)
+            job.work()
             done.release()
 
-    def start(self, fn: Callable[[T], R], parts: Sequence[Sequence[T]]) -> None:
-        """Hand part i to thread i (at most `size` parts)."""
-        for i, part in enumerate(parts):
-            self._jobs[i] = (fn, part)
-            self._go[i].release()
-        self._started = len(parts)
+    def start(self, job: SharedTasks[Any, Any], helpers: int) -> None:
+        """Wake `helpers` threads (at most `size`) to work on `job`, which the caller works on too."""
+        self._job, self._woken = job, self._go[:helpers]
+        for go in self._woken:
+            go.release()
 
-    def finish(self) -> list[list[Any]]:
-        """Wait for every part handed out; their results in order, or the first part's error
-        (in part order, as a pool's futures read in order would give it)."""
-        for i in range(self._started):
-            self._done[i].acquire()
-        outcomes, self._started = self._outcomes[: self._started], 0
-        for ok, value in outcomes:
-            if not ok:
-                raise value
-        return [value for _, value in outcomes]
+    def finish(self) -> None:
+        """Wait until every woken thread has left the job: no task of it still runs."""
+        for done in self._done[: len(self._woken)]:
+            acquire_soon(done, self._spin_ns)
+        self._woken = []
 
     def close(self) -> None:
         """End the threads (they are idle: `finish` has returned)."""
-        for i, go in enumerate(self._go):
-            self._jobs[i] = None
+        self._job = None
+        for go in self._go:
             go.release()
         for thread in self._threads:
             thread.join()

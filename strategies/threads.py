@@ -4,15 +4,15 @@ builds, parallel on free-threaded ones.
 The same code runs on every interpreter configuration; whether threads overlap in Python code is
 the interpreter's business, and each result records which configuration it ran on.
 
-The calling thread works too ("caller runs"): it takes the first slice of tasks itself while
-`workers - 1` pool threads take the others, so `workers` threads compute and the caller never sits
-idle waiting. On small VMs a thread wake-up costs 50-150 µs, as much as a tiny model's microbatch,
-and handing every slice to the pool paid that twice per call. The other slices go to a gang of
-`workers - 1` threads handed one slice each through a lock (strategies.gang: less to do per slice
-than an executor's Future); a map called while another thread's map holds the gang uses the
-executor instead, so maps from several threads still run side by side. `submit` (streaming, for
-pipelines) hands every task to the executor, as the caller is then the pipeline's consumer: it
-holds `workers` threads.
+The calling thread works too ("caller runs"): it claims tasks beside `workers - 1` gang threads
+(strategies.gang), so `workers` threads compute and the caller never sits idle waiting. Tasks are
+claimed one at a time rather than dealt out in fixed slices, so a thread that wakes late or runs a
+slow task takes fewer; where the GIL is off, the gang's threads and the caller poll their locks
+briefly before sleeping, as a wake-up from the kernel (50-150 µs on small VMs) costs as much as a
+tiny model's microbatch. A map called while another thread's map holds the gang hands fixed slices
+to the executor instead, so maps from several threads still run side by side. `submit`
+(streaming, for pipelines) hands every task to the executor, as the caller is then the pipeline's
+consumer: it holds `workers` threads.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from strategies.base import (
     run_slice,
     split_evenly,
 )
-from strategies.gang import Gang
+from strategies.gang import Gang, SharedTasks
 
 
 @register
@@ -50,27 +50,26 @@ class Threads(Strategy):
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         if not tasks:
             return []
-        first, *rest = split_evenly(tasks, self.workers)
-        if not rest:
-            return run_slice(fn, first)  # no pool involved: Ctrl-C interrupts the task at once
+        if self.workers == 1 or len(tasks) == 1:
+            return run_slice(fn, tasks)  # no pool involved: Ctrl-C interrupts the task at once
         if not self._gang_free.acquire(blocking=False):
-            return self._map_by_executor(fn, first, rest)  # another thread's map has the gang
+            return self._map_by_executor(fn, tasks)  # another thread's map has the gang
+        job = SharedTasks(fn, tasks)
         try:
             # Ctrl-C waits for the end of the map: threads cannot be stopped, and the map must
-            # not return while they still run our tasks; the caller's slice is no longer.
+            # not return while they still run our tasks; the caller's share is no longer.
             with ctrl_c_deferred():
-                self._gang.start(fn, rest)
+                self._gang.start(job, helpers=len(tasks) - 1)
                 try:
-                    mine = run_slice(fn, first)
+                    job.work()
                 finally:
-                    theirs = self._gang.finish()
+                    self._gang.finish()
         finally:
             self._gang_free.release()
-        return concatenated([mine, *theirs])
+        return job.results()
 
-    def _map_by_executor(
-        self, fn: Callable[[T], R], first: Sequence[T], rest: list[Sequence[T]]
-    ) -> list[R]:
+    def _map_by_executor(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
+        first, *rest = split_evenly(tasks, self.workers)
         with ctrl_c_deferred():  # as in _map
             futures = [self._pool.submit(run_slice, fn, part) for part in rest]
             try:

@@ -19,7 +19,7 @@ from harness.config import RunConfig
 from harness.data.synthetic import synthetic
 from harness.model import MLP, params_digest
 from harness.workloads.async_sgd import run_async_sgd
-from harness.workloads.data_parallel import run_data_parallel, step_microbatches
+from harness.workloads.data_parallel import run_data_parallel, shuffled_steps
 from strategies import REGISTRY, create
 from strategies.base import sum_in_order
 from strategies.serial import Serial
@@ -185,24 +185,26 @@ def test_async_sgd_held_out_metrics_are_on_the_held_out_split() -> None:
 # ---- the microbatches of a step ------------------------------------------------------------------
 
 
-def epoch_rows(config: RunConfig, epoch: int, n_train: int) -> list[list[int]]:
-    """Every microbatch's rows, step by step, over one epoch."""
-    per_epoch = n_train // config.batch
+def steps_rows(config: RunConfig, steps: int, n_train: int) -> list[list[list[int]]]:
+    """Each step's microbatches' rows, read while the step is current (the buffer is reused)."""
     return [
-        mb.rows.tolist()
-        for step in range(epoch * per_epoch, (epoch + 1) * per_epoch)
-        for mb in step_microbatches(config, step, n_train)
+        [mb.rows.tolist() for mb in microbatches]
+        for microbatches in itertools.islice(shuffled_steps(config, n_train), steps)
     ]
 
 
 @pytest.mark.parametrize("n_train", [36, 40])  # 40: four rows left out of each epoch
 def test_microbatches_cover_each_row_once_per_epoch_and_reshuffle(n_train: int) -> None:
     config = dp_config(batch=12, microbatches=3, train_samples=n_train)
-    for step in range(6):
-        microbatches = step_microbatches(config, step, n_train)
+    for microbatches in itertools.islice(shuffled_steps(config, n_train), 6):
         assert [mb.index for mb in microbatches] == [0, 1, 2]  # one gradient row each
         assert [len(mb.rows) for mb in microbatches] == [4, 4, 4]
-    epochs = [epoch_rows(config, epoch, n_train) for epoch in range(2)]
+    per_epoch = n_train // config.batch  # 3 steps
+    steps = steps_rows(config, 2 * per_epoch, n_train)
+    epochs = [
+        [rows for step in steps[e * per_epoch : (e + 1) * per_epoch] for rows in step]
+        for e in range(2)
+    ]
     for rows in epochs:
         flat = [r for microbatch in rows for r in microbatch]
         assert len(flat) == len(set(flat)) == 36 and set(flat) <= set(range(n_train))

@@ -103,14 +103,23 @@ def epoch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
     return order
 
 
-def step_microbatches(config: RunConfig, step: int, n_train: int) -> list[Microbatch]:
-    """The microbatches of one step: consecutive slices of the epoch's shuffle."""
+def step_rows(config: RunConfig, step: int, n_train: int) -> np.ndarray:
+    """The training rows of one step: a consecutive slice of the epoch's shuffle."""
     epoch, position = divmod(step, n_train // config.batch)
-    batch = epoch_order(config.seed, epoch, n_train)[
+    return epoch_order(config.seed, epoch, n_train)[
         position * config.batch : (position + 1) * config.batch
     ]
-    size = config.microbatch_size
-    return [Microbatch(m, batch[m * size : (m + 1) * size]) for m in range(config.microbatches)]
+
+
+def shuffled_steps(config: RunConfig, n_train: int) -> Iterator[list[Microbatch]]:
+    """Every step's microbatches: the same task objects each step, their rows one buffer that
+    each step refills with its slice of the shuffle (one copy, not 16 new objects in the
+    serial part of every step); map() has returned before the next step refills it."""
+    rows = np.empty((config.microbatches, config.microbatch_size), np.int64)
+    microbatches = [Microbatch(m, rows[m]) for m in range(config.microbatches)]
+    for step in itertools.count():
+        rows.reshape(-1)[...] = step_rows(config, step, n_train)
+        yield microbatches
 
 
 @dataclass
@@ -129,11 +138,10 @@ class StepSource:
 def in_memory(config: RunConfig, strategy: Strategy, model: Model) -> StepSource:
     """The synthetic set, all of it in shared memory; a step names rows of it."""
     data = load_dataset(config, model)
-    steps = (step_microbatches(config, step, len(data.y_train)) for step in itertools.count())
     return StepSource(
         to_shared(strategy, data.x_train),
         to_shared(strategy, data.y_train),
-        steps,
+        shuffled_steps(config, len(data.y_train)),
         data.x_test,
         data.y_test,
     )
