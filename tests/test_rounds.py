@@ -250,6 +250,10 @@ def test_two_real_rounds_merge_into_one_raw_file_per_configuration(tmp_path: Pat
             for r in runs:
                 assert 0 <= r["metadata"]["ft_noise"] and r["metadata"]["ft_noise_wall_s"] > 0
                 assert "ft_load_before" in r["metadata"] and r["metadata"]["ft_noise_cpus"] >= 1
+                # the pair probe's reading where two threads can run at once, none elsewhere
+                gil = r["metadata"]["ft_gil_enabled"]
+                assert ("ft_pair_slowdown" in r["metadata"]) is not gil
+                assert gil or 0.5 < r["metadata"]["ft_pair_slowdown"] < 5
     assert not list(tmp_path.glob(".*.rounds"))
 
 

@@ -408,6 +408,7 @@ def prepare_manager(
         print(f"skipped {cell.name}: {reason}", flush=True)
     if not todo.cells:
         raise HarnessError("nothing to measure: every cell was skipped")
+    measure.probe_pair_slowdown(os.environ)
     args.inherit_environ = measure.inherit_environ(os.environ, args.inherit_environ)
     args.hook = list(dict.fromkeys([*(args.hook or []), measure.HOOK_NAME]))
     if preset.uses_data(todo.cells):

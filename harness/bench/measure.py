@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from harness import __version__
+from harness.bench import pairprobe
 from harness.bench.matrix import Cell, Preset, Selection, spec_for
 from harness.bench.noise import NoiseMeter
 from harness.bench.rounds import ROUND_ENV
@@ -27,7 +28,7 @@ from harness.plugins import loaded
 
 PREFIX = "ft_"
 INHERITED_PREFIXES = ("OPENBLAS_", "OMP_", "MKL_", "BLIS_", "GOTO_", "VECLIB_")
-INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV, ROUND_ENV)
+INHERITED_NAMES = (CONFIG_ENV, "FT_HARNESS_CACHE", PLUGINS_ENV, ROUND_ENV, pairprobe.ENV)
 HOOK_NAME = "ft-harness"
 # A run's results copied into its metadata are the workload's declared `facts`, and the
 # strategy's info() keys its class declares (`info_facts`), plus these for every strategy.
@@ -41,6 +42,16 @@ def inherit_environ(environ: Mapping[str, str], already: list[str] | None) -> li
     """`--inherit-environ` extended with the thread-count variables and ours that are set here."""
     ours = [k for k in sorted(environ) if k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES]
     return list(dict.fromkeys([*(already or []), *ours]))
+
+
+def probe_pair_slowdown(environ: MutableMapping[str, str]) -> None:
+    """The manager measures pairprobe's slowdown now, before its cells, for its workers to
+    record; where there is none (the GIL is on), an inherited value is dropped, not recorded."""
+    slowdown = pairprobe.pair_slowdown()
+    if slowdown is None:
+        environ.pop(pairprobe.ENV, None)
+    else:
+        environ[pairprobe.ENV] = f"{slowdown:.4f}"
 
 
 def thread_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -173,6 +184,8 @@ class FactsHook:
         metadata.update(FACTS)
         metadata.update(prefixed(self.meter.facts()))
         metadata.update(prefixed({"round": os.environ.get(ROUND_ENV)}))
+        if pairprobe.ENV in os.environ:
+            metadata.update(prefixed({"pair_slowdown": float(os.environ[pairprobe.ENV])}))
 
 
 class HookEntry:

@@ -174,6 +174,25 @@ def noise_warning(s: dict[str, Any]) -> str:
     )
 
 
+def pair_warning(s: dict[str, Any]) -> str:
+    """Above the headline, when two threads slowed each other more than the threshold."""
+    n = s.get("noise")
+    if not n or not n.get("threads_slowed"):
+        return ""
+    slowed = [c for c in n["configurations"] if c["configuration"] in n["threads_slowed"]]
+    readings = ", ".join(
+        f"{c['configuration']} {c['pair_slowdown']:.2f}x (worst {c['pair_slowdown_max']:.2f}x)"
+        for c in slowed
+    )
+    return (
+        "> **Warning: threads slowed each other.** Two threads each doing NumPy work of its own "
+        f"took {readings} the time of one alone (median over the rounds; above "
+        f"{n['pair_threshold']:.2f}x), so no threads speed-up there could reach "
+        f"{2 / max(c['pair_slowdown'] for c in slowed):.2f}x at 2 workers. To do: "
+        f"{n['pair_advice']}."
+    )
+
+
 def noise_section(s: dict[str, Any]) -> str:
     n = s.get("noise")
     if not n:
@@ -196,6 +215,7 @@ def noise_section(s: dict[str, Any]) -> str:
             str(c["cpus"] or "—"),
             f"{len(c['noisy_cells'])} of {c['cells']}",
             str(c["rounds"] or "—"),
+            pair_cell(c),
         ]
         for c in n["configurations"]
     ]
@@ -206,7 +226,11 @@ def noise_section(s: dict[str, Any]) -> str:
         "Noise = (other + steal) ÷ (measuring time × CPUs), per process; a benchmark "
         "whose mean "
         f"noise is above {n['threshold'] * 100:.0f} % is marked *noisy*. Load average: the "
-        "1-minute figure at a process's first value → at its end, averaged.\n\n"
+        "1-minute figure at a process's first value → at its end, averaged. *Two threads*: "
+        "where the GIL is off, the time two threads each doing NumPy work of its own took, "
+        "÷ one thread alone, measured before each round (median, worst): a cost of sharing "
+        "one process that the host's placement of the CPUs changes and /proc/stat does not "
+        f"show; above {n.get('pair_threshold', 0):.2f}x it is **high**.\n\n"
         + table(
             [
                 "config",
@@ -220,10 +244,18 @@ def noise_section(s: dict[str, Any]) -> str:
                 "CPUs",
                 "noisy benchmarks",
                 "rounds",
+                "two threads",
             ],
             rows,
         )
     )
+
+
+def pair_cell(c: dict[str, Any]) -> str:
+    if c.get("pair_slowdown") is None:
+        return "—"
+    text = f"{c['pair_slowdown']:.2f}x ({c['pair_slowdown_max']:.2f}x)"
+    return text + (" **high**" if c["threads_slowed"] else "")
 
 
 def pct(value: float | None) -> float | None:
@@ -543,6 +575,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     intro,
     against_section,
     noise_warning,
+    pair_warning,
     headline_section,
     cost_section,
     noise_section,

@@ -5,6 +5,11 @@ over the windows in which its values were measured, that went to other processes
 guests (steal). A cell is *noisy* when the mean of its runs' shares is above THRESHOLD: one
 busy process among its runs is enough when it took a large share. Raw files from before this
 was recorded have no such facts: their cells say "not measured", never "quiet".
+
+Runs where the GIL is off also record `ft_pair_slowdown` (harness.bench.pairprobe): how much two
+threads doing NumPy work of their own slowed each other down, measured before each round. The
+noise meter cannot see that cost (no other work, no steal), yet it bounds every threads speed-up
+of the configuration; above PAIR_THRESHOLD the report warns.
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ from typing import Any
 from harness.report.rawdata import Measurement
 
 THRESHOLD = 0.10  # a tenth of the machine's CPU time went elsewhere while values were taken
+# Two threads' independent NumPy work 15 % slower than one alone: on the 2-core VM the probe read
+# 1.03-1.04 while cp313t's threads x2 ran at 1.7x serial and 1.13-1.24 while it ran at 1.34-1.47x.
+PAIR_THRESHOLD = 1.15
+PAIR_ADVICE = (
+    "the host is making threads that share one process's objects pay for it now (where it put "
+    "the guest's CPUs changes over time, and /proc/stat does not show it): compare with a rerun "
+    "later, or on another machine, before reading the free-threaded threads speed-ups as the "
+    "interpreter's"
+)
 ADVICE = (
     "close other work on the machine (or wait for it), tune it for benchmarks with "
     "`python -m pyperf system tune` (as root; `system reset` undoes it), and run more "
@@ -56,6 +70,19 @@ def configuration_noise(config: str, cells: list[Measurement]) -> dict[str, Any]
         "cpu_mhz": mean_of(measured, "ft_cpu_mhz"),
         "cpus": first_of(measured, "ft_noise_cpus"),
         "noisy_cells": flagged,
+        **pair_slowdown(runs),
+    }
+
+
+def pair_slowdown(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median and worst of the runs' pair-probe readings (one per round; None where the
+    GIL was on), and whether the median is above PAIR_THRESHOLD."""
+    found = [float(r["ft_pair_slowdown"]) for r in runs if "ft_pair_slowdown" in r]
+    median = statistics.median(found) if found else None
+    return {
+        "pair_slowdown": median,
+        "pair_slowdown_max": max(found, default=None),
+        "threads_slowed": median is not None and median > PAIR_THRESHOLD,
     }
 
 
@@ -82,6 +109,7 @@ def noise_summary(configs: list[str], measurements: list[Measurement]) -> dict[s
         for name in p["noisy_cells"]
     ]
     measured = any(p["measured_runs"] for p in per)
+    slowed = [p["configuration"] for p in per if p["threads_slowed"]]
     return {
         "threshold": THRESHOLD,
         "measured": measured,
@@ -89,4 +117,7 @@ def noise_summary(configs: list[str], measurements: list[Measurement]) -> dict[s
         "noisy_cells": flagged,
         "noisy": bool(flagged),
         "advice": ADVICE if flagged else None,
+        "pair_threshold": PAIR_THRESHOLD,
+        "threads_slowed": slowed,
+        "pair_advice": PAIR_ADVICE if slowed else None,
     }
