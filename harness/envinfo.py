@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from harness import HarnessError, __version__
-from strategies.base import blas_summary, gil_enabled
+from strategies.base import blas_summary, gil_enabled, usable_cpus
 
 CONFIG_ENV = "FT_HARNESS_CONFIG"  # set by nox/bench to the toolchain's configuration name
 
@@ -53,7 +53,7 @@ def cpu_info() -> dict[str, Any]:
                 cores.add((physical, value))
     except OSError:
         pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cpus()
     return {
         "model": model,
         "logical": os.cpu_count(),

@@ -8,7 +8,6 @@ so only runs that clearly cannot fit are refused.
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import psutil
 
 from harness import HarnessError
 from harness.config import RunConfig
+from strategies.base import usable_cpus
 
 FLOAT = 8  # bytes of a float64 / int64
 WORKERS_PER_CPU = 4  # beyond this, more workers only queue for the CPUs: almost surely a typo
@@ -94,10 +94,6 @@ def check_run(config: RunConfig) -> None:
         run_estimate(config),
         "lower --train-samples, --test-samples, --model, --batch, --prefetch or --workers",
     )
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def available_memory() -> int:

@@ -21,6 +21,7 @@ and `close()` stops them within a bounded time, whatever state they are in.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -299,6 +300,11 @@ def concatenated(slices: Iterable[list[R]]) -> list[R]:
 def gil_enabled() -> bool:
     """Checked now, after imports: an extension without free-threading support re-enables it."""
     return sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def blas_summary() -> dict[str, Any]:

@@ -21,14 +21,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
-from strategies.base import R, T, gil_enabled
+from strategies.base import R, T, gil_enabled, usable_cpus
 
 # How long a thread polls a lock before it sleeps on it, where the GIL is off. A wake-up from the
 # kernel costs 50-150 µs on a small VM; the serial part between two maps of a tiny model is about
 # 30 µs, so a gang thread polling that long is already running when the next map starts, and the
 # caller, polling for the last task, sees it end at once (OpenMP's "active" wait does the same).
-# With the GIL on, a polling thread would hold the GIL the other thread needs: no polling there.
+# With the GIL on, a polling thread would hold the GIL the other thread needs, and with more
+# threads than CPUs it would hold a CPU a working thread needs (at 4 workers on the 2-core VM,
+# cp313t's threads fell from 1.16x to 0.66x of cp313 serial): no polling there.
 SPIN_NS = 200_000
+
+
+def polling_ns(threads: int) -> int:
+    """How long `threads` threads sharing maps poll before sleeping: SPIN_NS where the GIL is off
+    and each has a CPU of its own, else 0."""
+    return SPIN_NS if not gil_enabled() and threads <= usable_cpus() else 0
 
 
 def acquire_soon(lock: threading.Lock, spin_ns: int) -> None:
@@ -84,7 +92,7 @@ class Gang:
             lock.acquire()  # held: a thread waits on its `go`, the caller on its `done`
         self._job: SharedTasks[Any, Any] | None = None
         self._woken: list[threading.Lock] = []  # the `go` locks the last start released
-        self._spin_ns = 0 if gil_enabled() else SPIN_NS
+        self._spin_ns = polling_ns(size + 1)  # the caller is one more thread
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"{name}_{i}", daemon=True)
             for i in range(size)

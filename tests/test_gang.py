@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import pytest
 
 from strategies import create
+from strategies.base import usable_cpus
+from strategies.gang import SPIN_NS, polling_ns
 
 TASKS = 16
 WAIT_S = 10.0  # a bound for tests that would otherwise hang on the bug they look for
@@ -79,3 +82,14 @@ def test_an_idle_gang_sleeps() -> None:
         time.sleep(0.5)
         assert time.process_time() - cpu < 0.1
         assert s.map(abs, range(-3, 0)) == [3, 2, 1]  # and wakes for the next map
+
+
+def test_threads_poll_only_with_the_gil_off_and_a_cpu_each() -> None:
+    """Polling with the GIL on holds the GIL the other thread needs; with more threads than CPUs
+    it holds a CPU a working thread needs (cp313t threads x4 on 2 CPUs fell to 0.66x of cp313
+    serial): both sleep at once instead."""
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert polling_ns(usable_cpus() + 1) == 0
+    assert polling_ns(2 * usable_cpus()) == 0
+    assert polling_ns(1) == (0 if gil else SPIN_NS)
+    assert polling_ns(min(2, usable_cpus())) == (0 if gil else SPIN_NS)

@@ -11,7 +11,6 @@ oversubscription).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from harness.bench.matrix import Cell, spec_for
 from harness.config import RunConfig
 from harness.report.rawdata import significance
 from harness.workloads import workload_plugin
+from strategies.base import usable_cpus
 
 MIN_ROUNDS = 5  # values per candidate before its sweep may grow: medians of five
 ROUND_MARGIN = 1.25  # rounds vary: start one only if 1.25 times the last still fits the budget
@@ -66,10 +66,6 @@ class Plan:
 
     def left_s(self) -> float:
         return self.budget_s - (time.monotonic() - self.started)
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def strategies_for(
