@@ -56,7 +56,7 @@ def test_the_first_failing_task_in_task_order_is_raised() -> None:
 
 
 def test_a_failed_map_starts_no_further_task() -> None:
-    """Task 1 fails at once while tasks take 20 ms each: only the tasks claimed by then run
+    """Task 1 fails at once while tasks take 50 ms each: only the tasks claimed by then run
     (0, 1 and the other thread's one or two), not the other thread's whole slice as before."""
     started: list[int] = []
 
@@ -64,7 +64,7 @@ def test_a_failed_map_starts_no_further_task() -> None:
         started.append(i)
         if i == 1:
             raise ValueError("task 1 refused")
-        time.sleep(0.02)
+        time.sleep(0.05)
         return i
 
     with create("threads", 2) as s, pytest.raises(ValueError, match="task 1 refused"):
