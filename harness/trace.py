@@ -39,6 +39,11 @@ class Timed:
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
 
+    def for_this_thread(self) -> Timed:
+        """Timed around the thread's own callable, where fn has one (strategies.base)."""
+        own = getattr(self.fn, "for_this_thread", None)
+        return Timed(own()) if own is not None else self
+
     def __call__(self, task: Any) -> tuple[Any, TaskRecord]:
         start = time.monotonic_ns()
         result = self.fn(task)

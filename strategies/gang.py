@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
-from strategies.base import R, T, gil_enabled, usable_cpus
+from strategies.base import R, T, gil_enabled, own_callable, usable_cpus
 
 # How long a thread polls a lock before it sleeps on it, where the GIL is off. A wake-up from the
 # kernel costs 50-150 µs on a small VM; the serial part between two maps of a tiny model is about
@@ -61,7 +61,8 @@ class SharedTasks(Generic[T, R]):
 
     def work(self) -> None:
         """Claim and run tasks until none is left; after a task's error nobody claims another."""
-        claim, fn, tasks, results = self._unclaimed.pop, self._fn, self._tasks, self._results
+        claim, tasks, results = self._unclaimed.pop, self._tasks, self._results
+        fn = own_callable(self._fn)
         while True:
             try:
                 i = claim()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from strategies.base import R, Strategy, T, register
+from strategies.base import R, Strategy, T, register, run_slice
 
 
 @register
@@ -13,4 +13,4 @@ class Serial(Strategy):
     description = "one thread, tasks in order (the reference)"
 
     def _map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
-        return [fn(task) for task in tasks]
+        return run_slice(fn, tasks)

@@ -44,6 +44,7 @@ from strategies.base import (
     concatenated,
     process_context,
     register,
+    run_slice,
     sum_in_order,
 )
 from strategies.mpi import rank_bounds
@@ -161,7 +162,7 @@ class Spmd(Strategy):
                 "workers that are not mapping"
             )
         self._bounds = rank_bounds(len(tasks), self.workers)
-        mine = [fn(task) for task in tasks[self._bounds[self.rank] : self._bounds[self.rank + 1]]]
+        mine = run_slice(fn, tasks[self._bounds[self.rank] : self._bounds[self.rank + 1]])
         return concatenated(self._comm.allgather(mine))
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future[R]:

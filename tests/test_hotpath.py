@@ -8,7 +8,7 @@ import threading
 import numpy as np
 
 from harness.model import MLP
-from harness.workloads.data_parallel import Microbatch, MicrobatchGrad
+from harness.workloads.data_parallel import Microbatch, MicrobatchGrad, ThreadMicrobatchGrad
 
 
 def make_task() -> tuple[MicrobatchGrad, MLP]:
@@ -21,6 +21,7 @@ def make_task() -> tuple[MicrobatchGrad, MLP]:
 def test_each_thread_builds_its_own_workspace_once() -> None:
     """Catches a workspace shared between threads (their scratch would be overwritten mid-call,
     and on 3.13t its objects' reference counts contended) and one rebuilt per call."""
+    assert isinstance(make_task()[0].for_this_thread(), ThreadMicrobatchGrad)
     task, _ = make_task()
     seen: dict[str, list[object]] = {}
     inputs: dict[str, tuple[np.ndarray, ...]] = {}
@@ -28,8 +29,9 @@ def test_each_thread_builds_its_own_workspace_once() -> None:
     def worker(name: str) -> None:
         for index in range(4):
             task(Microbatch(index, np.arange(index * 8, index * 8 + 8)))
-            seen.setdefault(name, []).append(task._local.work[0])
-            inputs[name] = task._local.work[2:]
+            own = task.for_this_thread()
+            seen.setdefault(name, []).append(own._work)
+            inputs[name] = (own._x, own._y)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
     for t in threads:
@@ -51,7 +53,7 @@ def test_the_task_pickles_without_its_workspaces_and_computes_the_same() -> None
     mb = Microbatch(2, np.arange(16, 24))
     loss = task(mb)
     copy = pickle.loads(pickle.dumps(task))
-    assert not hasattr(copy._local, "work")
+    assert not hasattr(copy._local, "fn")
     assert copy(mb) == loss
     want = model.loss_and_grad(task.params, task.x[16:24], task.y[16:24])[1]
     assert np.array_equal(copy.grads[2], want) and not copy.grads[[0, 1, 3]].any()

@@ -57,6 +57,18 @@ def blas_threads_in_worker(_: int) -> int | None:
     return blas_summary()["threads"]
 
 
+class OwnPerThread:
+    """A task function that hands each calling thread a callable of its own (the contract's
+    optional `for_this_thread`) and reports which callable ran each task, and where."""
+
+    def for_this_thread(self) -> Callable[[int], tuple[int, int | None, int]]:
+        owner = threading.get_ident()
+        return lambda x: (x * x, owner, threading.get_ident())
+
+    def __call__(self, x: int) -> tuple[int, int | None, int]:
+        return x * x, None, threading.get_ident()  # the shared object, called directly
+
+
 @pytest.fixture(params=ALL)
 def strategy(request: pytest.FixtureRequest) -> Iterator[Strategy]:
     with create(request.param, 2) as s:
@@ -73,6 +85,16 @@ def test_unknown_name_lists_known_ones() -> None:
 def test_map_keeps_task_order(strategy: Strategy) -> None:
     assert strategy.map(square, range(11)) == [x * x for x in range(11)]
     assert strategy.map(square, []) == []
+
+
+def test_workers_call_their_own_callable_where_the_task_function_offers_one(
+    strategy: Strategy,
+) -> None:
+    """Each task ran through the callable its own thread asked for (with a process pool, in
+    that process), never through another thread's nor through the shared object."""
+    results = strategy.map(OwnPerThread(), range(12))
+    assert [square for square, _, _ in results] == [x * x for x in range(12)]
+    assert all(owner == ran_in for _, owner, ran_in in results)
 
 
 def test_worker_exception_reaches_caller_with_traceback(strategy: Strategy) -> None:

@@ -32,7 +32,7 @@ from harness.bench.matrix import (
 from harness.config import RunConfig
 from harness.data.pipeline import PIPELINE_OPTIONS, TrainingFeed, training_feed
 from harness.model import params_digest
-from harness.models import Model, Workspace, workspace_for
+from harness.models import Model, workspace_for
 from harness.options import Option
 from harness.report import overhead
 from harness.seeding import Domain, rng_for
@@ -73,19 +73,16 @@ class MicrobatchGrad:
         self._local = threading.local()
 
     def __call__(self, task: Microbatch) -> float:
-        try:
-            work, outs, x, y = self._local.work
-        except AttributeError:
-            work, outs, x, y = self._local.work = self._workspace()
-        work.load(x, y, task.rows)
-        return work.loss_and_grad(outs[task.index])
+        return self.for_this_thread()(task)
 
-    def _workspace(self) -> tuple[Workspace, list[Any], np.ndarray, np.ndarray]:
-        """This thread's workspace, gradient-row outputs and views of the inputs: objects of
-        its own, so in the inner loop only this task object (and its thread-local) and the
-        microbatch list are Python objects that another thread also touches."""
-        work = workspace_for(self.model, self.params, self.rows)
-        return work, [work.bind(row) for row in self.grads], self.x.view(), self.y.view()
+    def for_this_thread(self) -> ThreadMicrobatchGrad:
+        """This thread's own task function (made on its first call, kept for the run): a map
+        that asks for it (strategies.gang) calls no object another thread calls too."""
+        try:
+            return self._local.fn  # type: ignore[no-any-return]
+        except AttributeError:
+            self._local.fn = ThreadMicrobatchGrad(self)
+            return self._local.fn  # type: ignore[no-any-return]
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_local"}  # workspaces stay home
@@ -93,6 +90,23 @@ class MicrobatchGrad:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+
+
+class ThreadMicrobatchGrad:
+    """One thread's MicrobatchGrad: its workspace, gradient-row outputs and views of the
+    inputs, all objects of its own, so in the inner loop only the microbatch list is a Python
+    object that another thread also touches."""
+
+    __slots__ = ("_work", "_outs", "_x", "_y")
+
+    def __init__(self, shared: MicrobatchGrad) -> None:
+        self._work = workspace_for(shared.model, shared.params, shared.rows)
+        self._outs = [self._work.bind(row) for row in shared.grads]
+        self._x, self._y = shared.x.view(), shared.y.view()
+
+    def __call__(self, task: Microbatch) -> float:
+        self._work.load(self._x, self._y, task.rows)
+        return self._work.loss_and_grad(self._outs[task.index])
 
 
 @lru_cache(maxsize=2)
