@@ -47,8 +47,9 @@ def test_every_task_is_recorded_once_inside_its_map(
     others = {(t["pid"], t["tid"]) for t in tasks} - {(run["pid"], run["tid"])}
     if strategy == "processes":  # the tasks ran in the worker processes, not in the caller
         assert {pid for pid, _ in others} and run["pid"] not in {t["pid"] for t in tasks}
-    elif strategy == "threads":  # the caller takes the first slice, one pool thread the other
-        assert len(others) == 1 and len({(t["pid"], t["tid"]) for t in tasks}) == 2
+    elif strategy == "threads":  # the caller and one gang thread claim the tasks: the gang
+        # thread may find none left (with the GIL on it can wake after the caller took them all)
+        assert {pid for pid, _ in others} <= {run["pid"]} and len(others) <= 1
     untraced = execute(RunConfig(**{**SMALL, "strategy": strategy, "workers": workers}))
     assert result["params_sha256"] == untraced["params_sha256"]
     assert trace.RECORDER is None
