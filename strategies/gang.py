@@ -92,7 +92,7 @@ class Gang:
         for lock in (*self._go, *self._done):
             lock.acquire()  # held: a thread waits on its `go`, the caller on its `done`
         self._job: SharedTasks[Any, Any] | None = None
-        self._woken: list[threading.Lock] = []  # the `go` locks the last start released
+        self._helpers = 0  # threads the last start woke
         self._spin_ns = polling_ns(size + 1)  # the caller is one more thread
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"{name}_{i}", daemon=True)
@@ -113,15 +113,15 @@ class Gang:
 
     def start(self, job: SharedTasks[Any, Any], helpers: int) -> None:
         """Wake `helpers` threads (at most `size`) to work on `job`, which the caller works on too."""
-        self._job, self._woken = job, self._go[:helpers]
-        for go in self._woken:
+        self._job, self._helpers = job, helpers
+        for go in self._go[:helpers]:
             go.release()
 
     def finish(self) -> None:
         """Wait until every woken thread has left the job: no task of it still runs."""
-        for done in self._done[: len(self._woken)]:
+        for done in self._done[: self._helpers]:
             acquire_soon(done, self._spin_ns)
-        self._woken = []
+        self._helpers = 0
 
     def close(self) -> None:
         """End the threads (they are idle: `finish` has returned)."""

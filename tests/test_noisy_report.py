@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.bench import noise, rounds
+from harness.report import noisy
 from harness.report.summary import report_command
 from tests.background_load import detached
 
@@ -250,3 +251,16 @@ def test_a_real_burner_during_one_configuration_flags_exactly_its_cells(tmp_path
     }
     assert flagged == {cell for cell in measured if cell[0] == "cp313t"}
     assert "(on cp313t)" in (tmp_path / "report" / "REPORT.md").read_text()
+
+
+def test_the_pair_reading_is_a_median_over_rounds_not_runs() -> None:
+    """Round 1 measured 20 cells (20 runs at 1.30x), rounds 2 and 3 only the wide ones (2 runs
+    each at 1.00x): the probe read 1.00x in two rounds of three."""
+    runs = [{"ft_round": "1", "ft_pair_slowdown": 1.30}] * 20
+    runs += [{"ft_round": r, "ft_pair_slowdown": 1.00} for r in ("2", "3") for _ in range(2)]
+    runs += [{"ft_round": "4"}]  # a run with no reading (the GIL was on) counts for nothing
+    assert noisy.pair_slowdown(runs) == {
+        "pair_slowdown": 1.00,
+        "pair_slowdown_max": 1.30,
+        "threads_slowed": False,
+    }

@@ -230,7 +230,7 @@ def noise_section(s: dict[str, Any]) -> str:
         "where the GIL is off, the time two threads each doing NumPy work of its own took, "
         "÷ one thread alone, measured before each round (median, worst): a cost of sharing "
         "one process that the host's placement of the CPUs changes and /proc/stat does not "
-        f"show; above {n.get('pair_threshold', 0):.2f}x it is **high**.\n\n"
+        f"show; above {n['pair_threshold']:.2f}x it is **high**.\n\n"
         + table(
             [
                 "config",

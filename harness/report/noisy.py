@@ -75,9 +75,14 @@ def configuration_noise(config: str, cells: list[Measurement]) -> dict[str, Any]
 
 
 def pair_slowdown(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median and worst of the runs' pair-probe readings (one per round; None where the
-    GIL was on), and whether the median is above PAIR_THRESHOLD."""
-    found = [float(r["ft_pair_slowdown"]) for r in runs if "ft_pair_slowdown" in r]
+    """The median and worst of the pair-probe readings, one per round (every run of a round
+    carries its round's; None where the GIL was on), and whether the median is above
+    PAIR_THRESHOLD. Per round, not per run: a round that measured every cell would otherwise
+    outweigh one that measured only the cells still too wide."""
+    by_round = {
+        r.get("ft_round"): float(r["ft_pair_slowdown"]) for r in runs if "ft_pair_slowdown" in r
+    }
+    found = list(by_round.values())
     median = statistics.median(found) if found else None
     return {
         "pair_slowdown": median,

@@ -77,7 +77,8 @@ class MicrobatchGrad:
 
     def for_this_thread(self) -> ThreadMicrobatchGrad:
         """This thread's own task function (made on its first call, kept for the run): a map
-        that asks for it (strategies.gang) calls no object another thread calls too."""
+        that asks for it (strategies.base.own_callable) calls no object another thread calls
+        too."""
         try:
             return self._local.fn  # type: ignore[no-any-return]
         except AttributeError:
@@ -131,8 +132,9 @@ def shuffled_steps(config: RunConfig, n_train: int) -> Iterator[list[Microbatch]
     serial part of every step); map() has returned before the next step refills it."""
     rows = np.empty((config.microbatches, config.microbatch_size), np.int64)
     microbatches = [Microbatch(m, rows[m]) for m in range(config.microbatches)]
+    batch = rows.reshape(-1)  # a view of the same buffer, made once
     for step in itertools.count():
-        rows.reshape(-1)[...] = step_rows(config, step, n_train)
+        batch[...] = step_rows(config, step, n_train)
         yield microbatches
 
 
